@@ -1,0 +1,1 @@
+"""tracker: ad impression tracking and view-through attribution on Redis Streams."""

@@ -1,0 +1,1 @@
+"""Redis Streams event log: keys, idempotent group-committed appends, reads, tails, groups."""

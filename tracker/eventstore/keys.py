@@ -1,0 +1,71 @@
+"""Every Redis key, stream and group name, and the partition function; nowhere else.
+
+Each partition ``pN`` has a Redis Cluster hash tag ``{pN}`` shared by its stream, idempotency keys,
+group tokens, checkpoints and projection state, so every script touches exactly one slot.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tracker.events import AnyEvent, ConversionReceived, ImpressionSeen, TrackerConfigured
+from tracker.ids import stable_hash
+
+PREFIX: Final = "tracker"
+CONFIG: Final = "config"  # the configuration stream's partition name
+META: Final = f"{PREFIX}:meta"  # hash: partitions, created_at
+
+
+def partitions(n: int) -> list[str]:
+    return [f"p{i}" for i in range(n)]
+
+
+def stream(part: str) -> str:
+    return f"{PREFIX}:{{{part}}}:events"
+
+
+def idempotency(part: str, key: str) -> str:
+    return f"{PREFIX}:{{{part}}}:idem:{key}"
+
+
+def group_token(part: str, token: str) -> str:
+    return f"{PREFIX}:{{{part}}}:gtok:{token}"
+
+
+def checkpoint(part: str, projection: str) -> str:
+    return f"{PREFIX}:{{{part}}}:ckpt:{projection}"
+
+
+def projection(part: str, name: str, *rest: str) -> str:
+    """A projection's state key in partition ``part``: ``tracker:{pN}:proj:NAME:REST…``."""
+    return ":".join((f"{PREFIX}:{{{part}}}:proj:{name}", *rest))
+
+
+def dead_letter(part: str, group: str) -> str:
+    return f"{PREFIX}:{{{part}}}:dead:{group}"
+
+
+def partition_of(event: AnyEvent, n: int) -> str:
+    """The partition an event is appended to: a pure function of the event.
+
+    Configuration goes to the single config stream. An impression goes by its impression id; a
+    conversion naming our impression id (aimp_id) goes to that impression's partition, so it is
+    read after the impression; any other conversion goes by its conversion id.
+    """
+    match event:
+        case TrackerConfigured():
+            return CONFIG
+        case ImpressionSeen(impression_id=iid):
+            return f"p{stable_hash(iid) % n}"
+        case ConversionReceived(aimp_id=aimp, conversion_id=cid):
+            return f"p{stable_hash(aimp or cid) % n}"
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as (ms, seq): ids are compared as numbers, never as strings."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_after(a: str, b: str) -> bool:
+    return parse_id(a) > parse_id(b)

@@ -1,0 +1,278 @@
+"""EventStore: idempotent, group-committed appends and typed reads. Raw Redis replies stop here."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, NamedTuple
+
+import redis.asyncio as redis
+import structlog
+from redis.exceptions import NoScriptError
+
+from tracker import events
+from tracker.events import AnyEvent
+from tracker.eventstore import keys, scripts
+
+logger = structlog.get_logger()
+
+GROUP_TOKEN_TTL_S: Final = 300  # outlives any client retry of one script call
+MAX_GROUP: Final = 500  # events per append script call (bounds the time Redis spends in one script)
+
+
+class StoredEvent(NamedTuple):
+    partition: str
+    entry_id: str
+    event: AnyEvent
+
+
+class AppendResult(NamedTuple):
+    partition: str
+    entry_id: str
+    duplicate: bool  # True: the idempotency key was seen before; entry_id is the original
+
+
+class Op(NamedTuple):
+    """One Redis command a projection wants applied with its checkpoint: ``cmd key *args``."""
+
+    cmd: str
+    key: str
+    args: tuple[str | int | float | bytes, ...] = ()
+
+
+class PartitionMismatch(Exception):
+    """TRACKER_PARTITIONS differs from the count the log was created with."""
+
+
+def as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Pending(NamedTuple):
+    payload: bytes
+    idempotency_key: str | None
+    future: asyncio.Future[AppendResult]
+
+
+class _Script:
+    """EVALSHA with a fallback to SCRIPT LOAD on NOSCRIPT (after a Redis restart or failover)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha: str | None = None
+
+    async def __call__(self, client: redis.Redis, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        if self.sha is None:
+            self.sha = as_str(await client.script_load(self.source))
+        try:
+            return await client.evalsha(self.sha, len(keys_), *keys_, *args)
+        except NoScriptError:
+            self.sha = as_str(await client.script_load(self.source))
+            return await client.evalsha(self.sha, len(keys_), *keys_, *args)
+
+
+class EventStore:
+    """The partitioned event log.
+
+    ``append`` enqueues and awaits: every append issued in one event-loop tick is sent in one script
+    call per partition (group commit), and each caller gets its own result or exception.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        partitions: int = 4,
+        *,
+        idempotency_ttl_s: int = 7 * 24 * 3600,
+        max_group: int = MAX_GROUP,
+    ) -> None:
+        self.client = client
+        self.partition_count = partitions
+        self.partitions = keys.partitions(partitions)
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.max_group = max_group
+        self._append_script = _Script(scripts.APPEND)
+        self._commit_script = _Script(scripts.COMMIT)
+        self._pending: dict[str, list[_Pending]] = {}
+        self._flush_scheduled = False
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    async def check_partitions(self) -> None:
+        """Record the partition count on first use; refuse a different one later."""
+        await self.client.hsetnx(keys.META, "partitions", str(self.partition_count))
+        stored = as_str(await self.client.hget(keys.META, "partitions"))
+        if int(stored) != self.partition_count:
+            raise PartitionMismatch(
+                f"TRACKER_PARTITIONS={self.partition_count} but this log was created with "
+                f"{stored} partitions; changing it would move events between partitions"
+            )
+
+    # -- appending ------------------------------------------------------------------------------
+
+    def partition_of(self, event: AnyEvent) -> str:
+        return keys.partition_of(event, self.partition_count)
+
+    async def append(self, event: AnyEvent, idempotency_key: str | None = None) -> AppendResult:
+        """Append one event; with a key, a repeat returns the original entry (duplicate=True)."""
+        return await self._enqueue(self.partition_of(event), events.encode(event), idempotency_key)
+
+    async def append_many(
+        self, items: Iterable[AnyEvent | tuple[AnyEvent, str | None]]
+    ) -> list[AppendResult]:
+        """Append several events (each optionally with an idempotency key) in one group commit."""
+        futures = []
+        for item in items:
+            event, key = item if isinstance(item, tuple) else (item, None)
+            futures.append(self._enqueue(self.partition_of(event), events.encode(event), key))
+        return list(await asyncio.gather(*futures))
+
+    def _enqueue(
+        self, part: str, payload: bytes, idempotency_key: str | None
+    ) -> asyncio.Future[AppendResult]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppendResult] = loop.create_future()
+        self._pending.setdefault(part, []).append(_Pending(payload, idempotency_key, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_all)
+        return future
+
+    def _flush_all(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for part, items in pending.items():
+            for start in range(0, len(items), self.max_group):
+                task = asyncio.create_task(self._flush(part, items[start : start + self.max_group]))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _flush(self, part: str, items: list[_Pending]) -> None:
+        try:
+            results = await self._append_group(
+                part, [(p.payload, p.idempotency_key) for p in items]
+            )
+        except Exception as exc:  # fails exactly the callers of this group
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        for item, result in zip(items, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    async def _append_group(
+        self, part: str, items: Sequence[tuple[bytes, str | None]]
+    ) -> list[AppendResult]:
+        stream = keys.stream(part)
+        token = keys.group_token(part, secrets.token_hex(12))
+        script_keys = [stream, token]
+        args: list[Any] = [self.idempotency_ttl_s, GROUP_TOKEN_TTL_S, len(items)]
+        for payload, key in items:
+            if key is None:
+                args += [0, payload]
+            else:
+                script_keys.append(keys.idempotency(part, key))
+                args += [len(script_keys), payload]
+        reply = await self._append_script(self.client, script_keys, args)
+        raw = [as_str(x) for x in reply]
+        if raw and raw[0] == "replay" and len(raw) == 2:
+            raw = await self._replayed(stream, raw[1], len(items))
+        return [
+            AppendResult(part, r[1:], True) if r.startswith("=") else AppendResult(part, r, False)
+            for r in raw
+        ]
+
+    async def _replayed(self, stream: str, saved: str, n: int) -> list[str]:
+        """Rebuild the reply of a call that already ran (its reply was lost, the call re-sent)."""
+        first, count, *dup_fields = saved.split(" ")
+        dups = {int(i): "=" + v for i, _, v in (d.partition("=") for d in dup_fields if d)}
+        new_ids: list[str] = []
+        if int(count):
+            entries = await self.client.xrange(stream, min=first, max="+", count=int(count))
+            new_ids = [as_str(entry_id) for entry_id, _ in entries or []]
+        fresh = iter(new_ids)
+        logger.info("append_replayed", stream=stream, events=n)
+        return [dups[i] if i in dups else next(fresh) for i in range(1, n + 1)]
+
+    async def drain(self) -> None:
+        """Wait until every append issued so far has its answer (used on shutdown)."""
+        while self._pending or self._inflight or self._flush_scheduled:
+            await asyncio.sleep(0) if self._flush_scheduled else None
+            if self._inflight:
+                await asyncio.gather(*list(self._inflight), return_exceptions=True)
+            elif self._pending and not self._flush_scheduled:
+                self._flush_all()
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _decode_entries(self, part: str, entries: Any) -> list[StoredEvent]:
+        out = []
+        for raw_id, fields in entries:
+            entry_id = as_str(raw_id)
+            payload = fields.get(b"event") if fields else None
+            if payload is None:
+                raise events.UnknownEvent(entry_id, f"entry in {part} has no 'event' field")
+            out.append(StoredEvent(part, entry_id, events.decode(payload, entry_id)))
+        return out
+
+    async def read(self, part: str, after: str = "0-0", count: int = 500) -> list[StoredEvent]:
+        """Up to ``count`` events of a partition strictly after position ``after`` (for replay)."""
+        lo = "-" if after in ("", "0", "0-0") else "(" + after
+        entries = await self.client.xrange(keys.stream(part), min=lo, max="+", count=count)
+        return self._decode_entries(part, entries)
+
+    async def read_range(
+        self, part: str, lo: str = "-", hi: str = "+", count: int = 500
+    ) -> list[StoredEvent]:
+        entries = await self.client.xrange(keys.stream(part), min=lo, max=hi, count=count)
+        return self._decode_entries(part, entries)
+
+    async def tail(
+        self, positions: dict[str, str], *, block_ms: int = 1000, count: int = 500
+    ) -> list[StoredEvent]:
+        """Events after the given positions, waiting up to ``block_ms`` when there are none."""
+        streams = {keys.stream(p): (pos or "0-0") for p, pos in positions.items()}
+        by_stream = {keys.stream(p): p for p in positions}
+        reply: Any = await self.client.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]  # str ids are fine
+        out: list[StoredEvent] = []
+        for raw_stream, entries in reply or []:  # RESP2: [[stream, entries], ...]
+            out += self._decode_entries(by_stream[as_str(raw_stream)], entries)
+        return out
+
+    async def last_id(self, part: str) -> str:
+        entries = await self.client.xrevrange(keys.stream(part), max="+", min="-", count=1)
+        return as_str(entries[0][0]) if entries else "0-0"
+
+    async def length(self, part: str) -> int:
+        return int(await self.client.xlen(keys.stream(part)))
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    async def checkpoint(self, part: str, projection: str) -> str:
+        value = await self.client.get(keys.checkpoint(part, projection))
+        return as_str(value) if value is not None else ""
+
+    async def commit(
+        self, part: str, projection: str, expected: str, new: str, ops: Sequence[Op]
+    ) -> tuple[bool, str]:
+        """Apply ``ops`` and move the checkpoint from ``expected`` to ``new`` in one atomic step.
+
+        Returns (True, new), or (False, found) when the checkpoint was not ``expected`` (another
+        runner moved it, or this is a re-sent call that already applied): nothing was changed.
+        """
+        script_keys = [keys.checkpoint(part, projection)]
+        index: dict[str, int] = {}
+        args: list[Any] = [expected, new]
+        for op in ops:
+            if op.key not in index:
+                script_keys.append(op.key)
+                index[op.key] = len(script_keys)
+            args += [op.cmd, index[op.key], len(op.args), *op.args]
+        reply = await self._commit_script(self.client, script_keys, args)
+        return bool(int(reply[0])), as_str(reply[1])
+
+    async def groups_info(self, part: str) -> list[dict[str, Any]]:
+        return list(await self.client.xinfo_groups(keys.stream(part)))

@@ -1,0 +1,48 @@
+"""configure_logging(): the only structlog.configure() call. JSON off a TTY, console on one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import structlog
+from structlog.typing import Processor
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+
+def _dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    return msgspec.json.encode(obj, enc_hook=default)
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Set up structlog; ``fmt`` is auto (console on a TTY, else JSON), json or console."""
+    console = sys.stderr.isatty() if fmt == "auto" else fmt == "console"
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if console:
+        processors: list[Processor] = [*shared, structlog.dev.ConsoleRenderer()]
+        factory: Any = structlog.PrintLoggerFactory(sys.stderr)
+    else:
+        processors = [
+            *shared,
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ]
+        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+    structlog.configure(
+        processors=processors,
+        logger_factory=factory,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

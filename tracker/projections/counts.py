@@ -1,0 +1,42 @@
+"""Event counts per type per tenant per hour: the spine's first projection, later part of stats.
+
+Pure: no I/O, no clock, no logging.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from tracker import events
+from tracker.eventstore import keys
+from tracker.eventstore.store import Op, StoredEvent
+
+NAME = "counts"
+
+
+def hour_of(event: events.AnyEvent) -> str:
+    """The UTC hour bucket of an event, ``YYYY-MM-DDTHH``, from when it occurred."""
+    return event.occurred_at.strftime("%Y-%m-%dT%H")
+
+
+def counts_key(part: str, tenant: str, hour: str) -> str:
+    return keys.projection(part, NAME, tenant, hour)
+
+
+def tally(batch: Sequence[StoredEvent]) -> Counter[tuple[str, str, str]]:
+    """(tenant, hour, event type) -> how many events of the batch."""
+    return Counter((s.event.tenant, hour_of(s.event), events.type_of(s.event)) for s in batch)
+
+
+class HourlyCounts:
+    name = NAME
+
+    def parts(self, partitions: Sequence[str]) -> list[str]:
+        return [*partitions, keys.CONFIG]
+
+    def fold(self, part: str, batch: Sequence[StoredEvent]) -> list[Op]:
+        return [
+            Op("HINCRBY", counts_key(part, tenant, hour), (etype, n))
+            for (tenant, hour, etype), n in sorted(tally(batch).items())
+        ]

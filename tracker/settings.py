@@ -1,0 +1,93 @@
+"""Settings: read once from the environment at start, validated; nothing else reads os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Final, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("auto", "json", "console")
+APPENDFSYNC: Final = ("everysec", "always")
+
+
+class SettingsError(Exception):
+    """A bad environment value; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str | None = None  # REDIS_URL; None = start the embedded redis-server
+    partitions: int = 4  # TRACKER_PARTITIONS
+    data_dir: Path = Path("var")  # TRACKER_DATA_DIR
+    host: str = "127.0.0.1"  # TRACKER_HOST
+    port: int = 8080  # TRACKER_PORT
+    redis_port: int = 0  # TRACKER_REDIS_PORT: embedded server's TCP port; 0 = unix socket
+    appendfsync: str = "everysec"  # TRACKER_APPENDFSYNC
+    log_level: str = "info"  # TRACKER_LOG_LEVEL
+    log_format: str = "auto"  # TRACKER_LOG_FORMAT
+    idempotency_ttl_seconds: int = 7 * 24 * 3600  # TRACKER_IDEMPOTENCY_TTL_SECONDS
+    batch_size: int = 500  # TRACKER_BATCH_SIZE: events per actor step / append script call
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; raise SettingsError naming the bad variable."""
+        env = os.environ if environ is None else environ
+        return cls(
+            redis_url=_get(env, "REDIS_URL", _redis_url, None),
+            partitions=_get(env, "TRACKER_PARTITIONS", _int_in(1, 1024), 4),
+            data_dir=_get(env, "TRACKER_DATA_DIR", Path, Path("var")),
+            host=_get(env, "TRACKER_HOST", str, "127.0.0.1"),
+            port=_get(env, "TRACKER_PORT", _int_in(0, 65535), 8080),
+            redis_port=_get(env, "TRACKER_REDIS_PORT", _int_in(0, 65535), 0),
+            appendfsync=_get(env, "TRACKER_APPENDFSYNC", _choice(APPENDFSYNC), "everysec"),
+            log_level=_get(env, "TRACKER_LOG_LEVEL", _choice(LOG_LEVELS), "info"),
+            log_format=_get(env, "TRACKER_LOG_FORMAT", _choice(LOG_FORMATS), "auto"),
+            idempotency_ttl_seconds=_get(
+                env, "TRACKER_IDEMPOTENCY_TTL_SECONDS", _int_in(60, 365 * 24 * 3600), 7 * 24 * 3600
+            ),
+            batch_size=_get(env, "TRACKER_BATCH_SIZE", _int_in(1, 10_000), 500),
+        )
+
+
+def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected {lo}..{hi}")
+        return value
+
+    return parse
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return raw
