@@ -15,6 +15,7 @@ import uuid_utils
 
 IMPRESSION_ID_LENGTH = 44
 _TAG_HEX = 12
+_ROUTE_SLICE = slice(20, 32)  # the low 48 random bits of the uuid7 body
 
 
 def new_event_id() -> str:
@@ -36,8 +37,19 @@ class ImpressionIds:
     def _tag(self, body: str) -> str:
         return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:_TAG_HEX]
 
-    def mint(self) -> str:
+    def mint(self, route: int | None = None, partitions: int = 1) -> str:
+        """A new id; with ``route``, one whose partition (``route_of``) is ``route``.
+
+        Routing lets an event with an idempotency key land in the key's partition (where its
+        idempotency key lives) while a conversion naming the id still finds the impression's.
+        """
         body = uuid_utils.uuid7().hex
+        if route is not None:
+            low = int(body[_ROUTE_SLICE], 16)
+            low = low - low % partitions + route
+            if low >= 1 << 48:
+                low -= partitions
+            body = body[: _ROUTE_SLICE.start] + f"{low:012x}"
         return body + self._tag(body)
 
     def verify(self, impression_id: str) -> bool:
@@ -54,3 +66,14 @@ class ImpressionIds:
 def stable_hash(value: str) -> int:
     """A hash that is the same in every process and version (unlike ``hash()``)."""
     return zlib.crc32(value.encode())
+
+
+def route_of(impression_id: str, partitions: int) -> int:
+    """The partition number of an impression id: from its random bits when it is one of ours
+    (so ``ImpressionIds.mint(route=...)`` can choose it), else a stable hash of the whole string."""
+    if len(impression_id) == IMPRESSION_ID_LENGTH:
+        try:
+            return int(impression_id[_ROUTE_SLICE], 16) % partitions
+        except ValueError:
+            pass
+    return stable_hash(impression_id) % partitions

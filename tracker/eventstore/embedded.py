@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -97,12 +98,32 @@ class EmbeddedRedis:
 
     def start(self, timeout_s: float = 60.0) -> str:
         """Start the server and wait until it answers (AOF loaded); return its URL."""
+        self.spawn()
+        return self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process (call from the main thread: its death signal follows this thread).
+
+        It runs in its own session, so a terminal's Ctrl-C reaches only us and we stop it last,
+        after the actors; and it gets SIGTERM if this process dies without stopping it.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.socket_path is not None and self.socket_path.exists():
             if _answers(self.url):
-                raise RuntimeError(f"a redis-server already serves {self.socket_path}")
+                raise RuntimeError(
+                    f"a redis-server already serves {self.socket_path}: stop it "
+                    f"(redis-cli -s {self.socket_path} shutdown) or set REDIS_URL to use it"
+                )
             self.socket_path.unlink()
-        self.process = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self.args(),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # only calls prctl; no locks taken
+        )
+
+    def wait_ready(self, timeout_s: float = 60.0) -> str:
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout_s
         while not _answers(self.url):
             if self.process.poll() is not None:
@@ -138,6 +159,13 @@ class EmbeddedRedis:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _answers(url: str) -> bool:

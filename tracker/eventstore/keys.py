@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from tracker.events import AnyEvent, ConversionReceived, ImpressionSeen, TrackerConfigured
-from tracker.ids import stable_hash
+from tracker.ids import route_of, stable_hash
 
 PREFIX: Final = "tracker"
 CONFIG: Final = "config"  # the configuration stream's partition name
@@ -50,15 +50,21 @@ def partition_of(event: AnyEvent, n: int) -> str:
 
     Configuration goes to the single config stream. An impression goes by its impression id; a
     conversion naming our impression id (aimp_id) goes to that impression's partition, so it is
-    read after the impression; any other conversion goes by its conversion id.
+    read after the impression; any other conversion goes by its conversion id. An event appended
+    with an idempotency key must be in ``key_route(...)``'s partition: mint its id with that route.
     """
     match event:
         case TrackerConfigured():
             return CONFIG
         case ImpressionSeen(impression_id=iid):
-            return f"p{stable_hash(iid) % n}"
+            return f"p{route_of(iid, n)}"
         case ConversionReceived(aimp_id=aimp, conversion_id=cid):
-            return f"p{stable_hash(aimp or cid) % n}"
+            return f"p{route_of(aimp, n)}" if aimp else f"p{stable_hash(cid) % n}"
+
+
+def key_route(tenant: str, idempotency_key: str, n: int) -> int:
+    """The partition number where an idempotency key lives; mint the event's id with this route."""
+    return stable_hash(f"{tenant}\x00{idempotency_key}") % n
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:

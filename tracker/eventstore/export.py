@@ -1,0 +1,74 @@
+"""Reading the whole log in order for `events export` / `events tail`: merged across partitions."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from tracker.eventstore import keys
+from tracker.eventstore.store import EventStore, StoredEvent
+
+PAGE = 1000
+
+
+def time_bound(value: str, *, upper: bool) -> str:
+    """An export bound: a stream id as is, or an ISO 8601 time turned into an id bound."""
+    if value in ("-", "+"):
+        return value
+    try:
+        keys.parse_id(value)
+        return value
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r}: give a time zone (e.g. 2026-01-01T00:00:00Z)")
+    ms = int(moment.timestamp() * 1000)
+    return f"{ms - 1}-18446744073709551615" if upper else f"{ms}-0"
+
+
+async def _partition(store: EventStore, part: str, lo: str, hi: str) -> AsyncIterator[StoredEvent]:
+    while True:
+        batch = await store.read_range(part, lo, hi, count=PAGE)
+        for stored in batch:
+            yield stored
+        if len(batch) < PAGE:
+            return
+        lo = "(" + batch[-1].entry_id
+
+
+async def export(
+    store: EventStore, parts: list[str], since: str = "-", until: str = "+"
+) -> AsyncIterator[StoredEvent]:
+    """Every event in [since, until) of the given streams, merged in entry-id (time) order."""
+    lo = time_bound(since, upper=False)
+    hi = time_bound(until, upper=True)
+    if hi != "+" and not hi.endswith("-18446744073709551615"):
+        hi = "(" + hi  # an explicit id bound is exclusive
+    iterators = [_sorted(_partition(store, p, lo, hi)) for p in parts]
+    async for stored in _merge(iterators):
+        yield stored
+
+
+async def _sorted(
+    it: AsyncIterator[StoredEvent],
+) -> AsyncIterator[tuple[tuple[int, int], StoredEvent]]:
+    async for stored in it:
+        yield keys.parse_id(stored.entry_id), stored
+
+
+async def _merge(
+    iterators: list[AsyncIterator[tuple[tuple[int, int], StoredEvent]]],
+) -> AsyncIterator[StoredEvent]:
+    heap: list[tuple[tuple[int, int], int, StoredEvent]] = []
+    for index, it in enumerate(iterators):
+        first = await anext(it, None)
+        if first is not None:
+            heapq.heappush(heap, (first[0], index, first[1]))
+    while heap:
+        _, index, stored = heapq.heappop(heap)
+        yield stored
+        following = await anext(iterators[index], None)
+        if following is not None:
+            heapq.heappush(heap, (following[0], index, following[1]))

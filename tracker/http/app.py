@@ -1,0 +1,86 @@
+"""create_app(): app keys, middleware (request id, canonical log line, JSON errors), routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from tracker.eventstore.store import EventStore
+from tracker.http.errors import ApiError, error_response
+from tracker.ids import new_uuid7_hex
+from tracker.settings import Settings
+
+logger = structlog.get_logger()
+
+STORE = web.AppKey("store", EventStore)
+SETTINGS = web.AppKey("settings", Settings)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+}
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One canonical log line per request; every error becomes a JSON body."""
+    structlog.contextvars.clear_contextvars()
+    request_id = request.headers.get("X-Request-Id") or new_uuid7_hex()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        response = error_response(exc.status, code, exc.reason)
+    except RedisError as exc:
+        logger.error("redis_error", error=str(exc), path=request.path)
+        response = error_response(503, "unavailable", "the event store is unavailable; retry")
+        response.headers["Retry-After"] = "1"
+    logger.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    try:
+        await store.client.ping()
+    except RedisError as exc:
+        return error_response(503, "redis_unavailable", str(exc))
+    return web.json_response({"status": "ready"})
+
+
+def create_app(store: EventStore, settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[request_middleware], client_max_size=8 * 1024 * 1024)
+    app[STORE] = store
+    app[SETTINGS] = settings
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

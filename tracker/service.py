@@ -1,0 +1,127 @@
+"""Process boot: find or start Redis, check it, open the event store; run web and actors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+
+import redis.asyncio as redis
+import structlog
+from aiohttp import web
+
+from tracker.actors.supervisor import run_actor
+from tracker.eventstore.connection import check_server, connect
+from tracker.eventstore.embedded import EmbeddedRedis, wait_for_url_file
+from tracker.eventstore.store import EventStore
+from tracker.http.app import create_app
+from tracker.settings import Settings
+
+logger = structlog.get_logger()
+
+
+def install_stop_handlers(stopping: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+
+async def resolve_redis_url(settings: Settings) -> str:
+    """REDIS_URL, else the embedded server that `tracker redis` / `tracker dev` runs."""
+    if settings.redis_url:
+        return settings.redis_url
+    return await wait_for_url_file(settings.data_dir)
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings, url: str) -> AsyncIterator[EventStore]:
+    client: redis.Redis = connect(url)
+    try:
+        await check_server(client)
+        store = EventStore(
+            client, settings.partitions, idempotency_ttl_s=settings.idempotency_ttl_seconds
+        )
+        await store.check_partitions()
+        yield store
+        await store.drain()
+    finally:
+        await client.aclose()
+
+
+async def serve_web(
+    store: EventStore, settings: Settings, stopping: asyncio.Event, *, announce: bool = False
+) -> None:
+    app = create_app(store, settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+    await site.start()
+    url = f"http://{settings.host}:{settings.port}"
+    logger.info("web_started", url=url)
+    if announce:
+        print(f"tracker is running at {url}  (Ctrl-C to stop)", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+        logger.info("web_stopped")
+
+
+async def web_main(settings: Settings) -> None:
+    stopping = asyncio.Event()
+    install_stop_handlers(stopping)
+    async with open_store(settings, await resolve_redis_url(settings)) as store:
+        await serve_web(store, settings, stopping)
+
+
+async def actor_main(settings: Settings, name: str) -> None:
+    stopping = asyncio.Event()
+    install_stop_handlers(stopping)
+    async with open_store(settings, await resolve_redis_url(settings)) as store:
+        await run_actor(name, store, stopping, batch_size=settings.batch_size)
+
+
+async def redis_main(settings: Settings) -> None:
+    stopping = asyncio.Event()
+    install_stop_handlers(stopping)
+    server = EmbeddedRedis(
+        settings.data_dir, port=settings.redis_port, appendfsync=settings.appendfsync
+    )
+    server.spawn()
+    await asyncio.to_thread(server.wait_ready)
+    print(f"redis-server is running at {server.url}  (data in {server.data_dir})", flush=True)
+    try:
+        while not stopping.is_set() and server.process and server.process.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=1.0)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def dev_main(settings: Settings, actors: list[str]) -> None:
+    """Web and every actor in one process, on the embedded Redis unless REDIS_URL is set."""
+    stopping = asyncio.Event()
+    install_stop_handlers(stopping)
+    server: EmbeddedRedis | None = None
+    if settings.redis_url:
+        url = settings.redis_url
+    else:
+        server = EmbeddedRedis(
+            settings.data_dir, port=settings.redis_port, appendfsync=settings.appendfsync
+        )
+        server.spawn()
+        url = await asyncio.to_thread(server.wait_ready)
+    try:
+        async with open_store(settings, url) as store:
+            tasks = [asyncio.create_task(serve_web(store, settings, stopping, announce=True))]
+            tasks += [
+                asyncio.create_task(run_actor(a, store, stopping, batch_size=settings.batch_size))
+                for a in actors
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            stopping.set()
+            await asyncio.gather(*tasks)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
