@@ -1,0 +1,83 @@
+"""Pixel responses: the 43-byte transparent GIF, the tiny JS body, no-cache headers, redirects.
+
+Only response building lives here; deciding what to answer (and recording the hit) is the handler's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from aiohttp import web
+
+# GIF89a, 1x1, a two-colour global table, a graphic control extension marking colour 0
+# transparent, one image of one pixel of colour 0, trailer: the same bytes as nginx's empty_gif.
+TRANSPARENT_GIF: Final = (
+    b"GIF89a"
+    b"\x01\x00\x01\x00\x80\x00\x00"  # logical screen 1x1, global colour table of 2 entries
+    b"\x00\x00\x00\xff\xff\xff"  # colour 0 black (transparent below), colour 1 white
+    b"\x21\xf9\x04\x01\x00\x00\x00\x00"  # graphic control: transparent flag, index 0
+    b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00"  # image at 0,0 of 1x1, no local table
+    b"\x02\x02\x44\x01\x00"  # LZW min code size 2; one 2-byte block: CLEAR, 0, END
+    b"\x3b"  # trailer
+)
+GIF_CONTENT_TYPE: Final = "image/gif"
+
+# Served for ``t=1``: a script tag must get valid JavaScript that does nothing.
+JS_BODY: Final = b"void 0;\n"
+JS_CONTENT_TYPE: Final = "application/javascript"
+
+NO_CACHE_HEADERS: Final[Mapping[str, str]] = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
+
+IMPRESSION_ID_HEADER: Final = "X-Impression-Id"
+
+
+def _headers(extra: Mapping[str, str] | None) -> dict[str, str]:
+    headers = dict(NO_CACHE_HEADERS)
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+def gif_response(headers: Mapping[str, str] | None = None) -> web.Response:
+    """200 with the transparent GIF and the no-cache headers (plus ``headers``)."""
+    return web.Response(
+        body=TRANSPARENT_GIF, content_type=GIF_CONTENT_TYPE, headers=_headers(headers)
+    )
+
+
+def js_response(headers: Mapping[str, str] | None = None) -> web.Response:
+    """200 with a do-nothing script and the no-cache headers (plus ``headers``)."""
+    return web.Response(
+        body=JS_BODY, content_type=JS_CONTENT_TYPE, charset="utf-8", headers=_headers(headers)
+    )
+
+
+def is_safe_location(url: str) -> bool:
+    """An absolute http(s) URL with no control characters or spaces: safe in a Location header.
+
+    This is not the allow-list check (the handler does that); it only keeps a malformed target
+    from reaching the response (header injection, ``javascript:`` or scheme-relative targets).
+    """
+    if not url or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        return False
+    scheme, sep, rest = url.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and bool(rest) and rest[0] != "/"
+
+
+def redirect_response(location: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """302 to ``location`` with the no-cache headers; raise ValueError for an unsafe target."""
+    if not is_safe_location(location):
+        raise ValueError("unsafe redirect target")
+    merged = _headers(headers)
+    merged["Location"] = location
+    return web.Response(status=302, headers=merged)
+
+
+def pixel_response(javascript: bool, headers: Mapping[str, str] | None = None) -> web.Response:
+    """The JS body for ``t=1``, else the GIF."""
+    return js_response(headers) if javascript else gif_response(headers)
