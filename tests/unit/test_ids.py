@@ -1,0 +1,59 @@
+"""Impression ids: time-ordered, unique, self-validating, routable to a partition."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracker.eventstore.keys import key_route, partition_of
+from tracker.ids import IMPRESSION_ID_LENGTH, ImpressionIds, route_of
+
+IDS = ImpressionIds(b"0123456789abcdef-server-key")
+
+
+def test_minted_ids_verify_and_are_ordered_and_unique() -> None:
+    minted = [IDS.mint() for _ in range(2000)]
+    assert all(len(i) == IMPRESSION_ID_LENGTH and IDS.verify(i) for i in minted)
+    assert len(set(minted)) == len(minted)
+    assert [i[:12] for i in minted] == sorted(i[:12] for i in minted)  # ms timestamp prefix
+
+
+def _flip_last(iid: str) -> str:
+    return iid[:-1] + ("1" if iid[-1] == "0" else "0")
+
+
+def _flip_body(iid: str) -> str:
+    return ("1" if iid[0] == "0" else "0") + iid[1:]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "abc", "z" * 44, _flip_last(IDS.mint()), _flip_body(IDS.mint()), "0" * 44],
+)
+def test_broken_ids_do_not_verify(bad: str) -> None:
+    assert not IDS.verify(bad)
+
+
+def test_another_key_does_not_verify() -> None:
+    other = ImpressionIds(b"another-server-key-0123")
+    assert not other.verify(IDS.mint())
+
+
+def test_short_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        ImpressionIds(b"short")
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 4, 16, 1024])
+def test_route_chooses_the_partition(partitions: int) -> None:
+    for route in {0, partitions // 2, partitions - 1}:
+        iid = IDS.mint(route, partitions)
+        assert IDS.verify(iid)
+        assert route_of(iid, partitions) == route
+
+
+def test_keyed_event_lands_where_its_key_lives() -> None:
+    from tests.factories import conversion, impression
+
+    imp = impression(key="order-17")
+    assert partition_of(imp, 4) == f"p{key_route('t1', 'order-17', 4)}"
+    assert partition_of(conversion(aimp_id=imp.impression_id), 4) == partition_of(imp, 4)

@@ -1,0 +1,40 @@
+"""Settings: defaults, and a clear error naming the variable for every bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tracker.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert (s.redis_url, s.partitions, s.data_dir, s.port) == (None, 4, Path("var"), 8080)
+    assert s.appendfsync == "everysec"
+
+
+def test_values_are_read() -> None:
+    s = Settings.from_env(
+        {"REDIS_URL": "redis://h:1/0", "TRACKER_PARTITIONS": "8", "TRACKER_APPENDFSYNC": "ALWAYS"}
+    )
+    assert (s.redis_url, s.partitions, s.appendfsync) == ("redis://h:1/0", 8, "always")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REDIS_URL", "localhost:6379"),
+        ("TRACKER_PARTITIONS", "0"),
+        ("TRACKER_PARTITIONS", "four"),
+        ("TRACKER_PORT", "70000"),
+        ("TRACKER_APPENDFSYNC", "no"),
+        ("TRACKER_LOG_LEVEL", "loud"),
+        ("TRACKER_LOG_FORMAT", "xml"),
+        ("TRACKER_IDEMPOTENCY_TTL_SECONDS", "5"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
