@@ -58,12 +58,12 @@ def js_response(headers: Mapping[str, str] | None = None) -> web.Response:
 
 
 def is_safe_location(url: str) -> bool:
-    """An absolute http(s) URL with no control characters or spaces: safe in a Location header.
+    """An absolute http(s) URL of ASCII without spaces or controls: safe in a Location header.
 
     This is not the allow-list check (the handler does that); it only keeps a malformed target
     from reaching the response (header injection, ``javascript:`` or scheme-relative targets).
     """
-    if not url or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+    if not url.isascii() or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         return False
     scheme, sep, rest = url.partition("://")
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest) and rest[0] != "/"

@@ -1,0 +1,219 @@
+"""Query strings of the pixel endpoints (``/imp``, ``/imptr``), parsed from the raw string.
+
+Pure: no I/O. Nothing here raises on any input: a bad parameter becomes a ``Malformed`` entry
+(which parameter, which problem) in ``problems``, the parameters that were fine are still filled
+in, and ``reason`` is the stable verdict code. Pass ``request.rel_url.raw_query_string`` (still
+percent-encoded): ``redir`` must be cut from the raw string before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+from urllib.parse import unquote_to_bytes
+
+import msgspec
+
+from tracker.http.pixel import is_safe_location
+
+MALFORMED: Final = "malformed_parameters"  # the verdict reason for any problem below
+
+MAX_ID_CHARS: Final = 128  # aid, oid, imp_id, env_id, dest_id, id, code, cachebuster
+MAX_SUB_CHARS: Final = 512  # sub1..sub8
+MAX_CONSENT_CHARS: Final = 4096  # a TCF string with many vendors runs to a few KB
+MAX_REDIRECT_CHARS: Final = 4096
+
+SUBS: Final = tuple(f"sub{i}" for i in range(1, 9))
+_AFFISE: Final = ("aid", "oid")
+_FRESHPAINT: Final = ("env_id", "dest_id")
+_PRIVACY: Final = ("gdpr", "gdpr_consent")
+_IMP_PARAMS: Final = frozenset((*_AFFISE, *_FRESHPAINT, "imp_id", *SUBS, *_PRIVACY))
+_IMPTR_PARAMS: Final = frozenset(("id", "code", "t", "cachebuster", "ancost", *_PRIVACY))
+_LIMITS: Final = {
+    **dict.fromkeys(SUBS, MAX_SUB_CHARS),
+    "gdpr_consent": MAX_CONSENT_CHARS,
+}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DECIMAL = re.compile(r"\d{1,12}(\.\d{1,9})?")  # ancost: plain non-negative decimal, no exponent
+_MACRO = re.compile(r"\[[A-Z_0-9]+\]|\$\{[A-Za-z_0-9]+\}|%%[A-Za-z_0-9]+%%|\{[a-z_0-9]+\}")
+_REDIR: Final = "redir="
+
+Problem = Literal["required", "too_long", "invalid_encoding", "invalid_value", "repeated"]
+
+
+class Malformed(msgspec.Struct, frozen=True):
+    parameter: str  # the query parameter's name ("query" when the name itself was undecodable)
+    problem: Problem
+
+
+class _Parsed(msgspec.Struct, frozen=True, kw_only=True):
+    gdpr: str = ""  # "0", "1", or "" when absent or not one of those
+    gdpr_consent: str = ""  # as given; tracker.privacy judges it
+    problems: tuple[Malformed, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """``malformed_parameters`` when anything was wrong, else ""."""
+        return MALFORMED if self.problems else ""
+
+
+class ImpQuery(_Parsed, frozen=True, kw_only=True):
+    """``GET /imp``: Affise (``aid``, ``oid``, subs) or Freshpaint (``env_id``, ``dest_id``)."""
+
+    dialect: Literal["affise", "freshpaint"]
+    affiliate_id: str = ""  # aid
+    offer_id: str = ""  # oid
+    subs: dict[str, str] = {}  # sub1..sub8 that were given and non-empty
+    env_id: str = ""
+    dest_id: str = ""
+    external_imp_id: str = ""  # imp_id: the affiliate's / partner's own id
+
+
+class ImptrQuery(_Parsed, frozen=True, kw_only=True):
+    """``GET /imptr``: the Xandr impression tracker URL."""
+
+    tracker_id: str = ""  # id
+    code: str = ""  # the tracker's custom code, an alternative to id
+    javascript: bool = False  # t=1; t=2 (image) is the default
+    cachebuster: str = ""
+    media_cost: str = ""  # ancost as a decimal string; "" when absent or an unexpanded macro
+    redirect: str = ""  # everything after the first redir=, decoded once if wholly encoded
+
+
+def _decode(raw: str) -> str | None:
+    """Form-decode one name or value; None when it is not valid UTF-8."""
+    if raw.isascii() and "%" not in raw and "+" not in raw:
+        return raw
+    try:
+        return unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
+    except UnicodeError:  # invalid UTF-8 after decoding, or lone surrogates in the input
+        return None
+
+
+def _split(raw: str, known: frozenset[str]) -> tuple[dict[str, str], list[Malformed]]:
+    """Known parameters by name (decoded, checked); unknown ones are ignored."""
+    values: dict[str, str] = {}
+    problems: list[Malformed] = []
+    for part in raw.split("&"):
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition("=")
+        name = _decode(raw_name)
+        if name is None:
+            problems.append(Malformed("query", "invalid_encoding"))
+            continue
+        if name not in known:
+            continue
+        if name in values:
+            problems.append(Malformed(name, "repeated"))
+            continue
+        value = _decode(raw_value)
+        if value is None:
+            problems.append(Malformed(name, "invalid_encoding"))
+        elif len(value) > _LIMITS.get(name, MAX_ID_CHARS):
+            problems.append(Malformed(name, "too_long"))
+        elif _CONTROL.search(value):
+            problems.append(Malformed(name, "invalid_value"))
+        else:
+            values[name] = value
+    return values, problems
+
+
+def _gdpr(values: dict[str, str]) -> str:
+    flag = values.get("gdpr", "")
+    return flag if flag in ("0", "1") else ""
+
+
+def _bad(problems: list[Malformed], name: str) -> bool:
+    return any(p.parameter == name for p in problems)
+
+
+def _require(values: dict[str, str], problems: list[Malformed], *names: str) -> None:
+    for name in names:
+        if not values.get(name) and not _bad(problems, name):
+            problems.append(Malformed(name, "required"))
+
+
+def parse_imp(raw: str) -> ImpQuery:
+    """Parse ``/imp``: Freshpaint when ``env_id`` or ``dest_id`` is given, else Affise."""
+    values, problems = _split(raw, _IMP_PARAMS)
+    freshpaint = any(n in values or _bad(problems, n) for n in _FRESHPAINT)
+    if freshpaint:
+        _require(values, problems, *_FRESHPAINT, "imp_id")
+    else:
+        _require(values, problems, *_AFFISE)
+    return ImpQuery(
+        dialect="freshpaint" if freshpaint else "affise",
+        affiliate_id=values.get("aid", ""),
+        offer_id=values.get("oid", ""),
+        subs={name: values[name] for name in SUBS if values.get(name)},
+        env_id=values.get("env_id", ""),
+        dest_id=values.get("dest_id", ""),
+        external_imp_id=values.get("imp_id", ""),
+        gdpr=_gdpr(values),
+        gdpr_consent=values.get("gdpr_consent", ""),
+        problems=tuple(problems),
+    )
+
+
+def _split_redir(raw: str) -> tuple[str, str | None]:
+    """(the parameters before ``redir``, the raw target after the first ``redir=``, or None)."""
+    if raw.startswith(_REDIR):
+        return "", raw[len(_REDIR) :]
+    at = raw.find("&" + _REDIR)
+    if at < 0:
+        return raw, None
+    return raw[:at], raw[at + 1 + len(_REDIR) :]
+
+
+def _redirect(target: str, problems: list[Malformed]) -> str:
+    """The target as given; one wholly percent-encoded (``https%3A%2F%2F…``) is decoded once."""
+    if target[:8].lower().startswith(("http%3a", "https%3a")):
+        decoded = _decode(target)
+        if decoded is None:
+            problems.append(Malformed("redir", "invalid_encoding"))
+            return ""
+        target = decoded
+    if len(target) > MAX_REDIRECT_CHARS:
+        problems.append(Malformed("redir", "too_long"))
+        return ""
+    if not is_safe_location(target):
+        problems.append(Malformed("redir", "invalid_value"))
+        return ""
+    return target
+
+
+def _media_cost(values: dict[str, str], problems: list[Malformed]) -> str:
+    cost = values.get("ancost", "")
+    if not cost or _MACRO.fullmatch(cost):  # an ad server that did not fill [ANCOST] in
+        return ""
+    if not _DECIMAL.fullmatch(cost):
+        problems.append(Malformed("ancost", "invalid_value"))
+        return ""
+    return cost
+
+
+def parse_imptr(raw: str) -> ImptrQuery:
+    """Parse ``/imptr``; ``redir`` must come last, and everything after it is the target."""
+    head, target = _split_redir(raw)
+    values, problems = _split(head, _IMPTR_PARAMS)
+    given = ("id", "code")
+    if not any(values.get(n) or _bad(problems, n) for n in given):
+        problems.append(Malformed("id", "required"))
+    kind = values.get("t", "")
+    if kind not in ("", "1", "2"):
+        problems.append(Malformed("t", "invalid_value"))
+    media_cost = _media_cost(values, problems)
+    redirect = _redirect(target, problems) if target else ""
+    return ImptrQuery(
+        tracker_id=values.get("id", ""),
+        code=values.get("code", ""),
+        javascript=kind == "1",
+        cachebuster=values.get("cachebuster", ""),
+        media_cost=media_cost,
+        redirect=redirect,
+        gdpr=_gdpr(values),
+        gdpr_consent=values.get("gdpr_consent", ""),
+        problems=tuple(problems),
+    )
