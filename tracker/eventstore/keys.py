@@ -75,3 +75,26 @@ def parse_id(entry_id: str) -> tuple[int, int]:
 
 def id_after(a: str, b: str) -> bool:
     return parse_id(a) > parse_id(b)
+
+
+# -- configuration write guards (all in the config stream's slot) --------------------------------
+
+
+def config_version(kind: str, object_id: str) -> str:
+    """The current version of one configuration object (compare-and-set on every write)."""
+    return f"{PREFIX}:{{{CONFIG}}}:ver:{kind}:{object_id}"
+
+
+def config_sequence(kind: str) -> str:
+    """The auto-increment id counter of one kind of configuration object."""
+    return f"{PREFIX}:{{{CONFIG}}}:seq:{kind}"
+
+
+def config_request(token: str) -> str:
+    """A configuration write's request token: a re-sent call returns the first call's entry id."""
+    return f"{PREFIX}:{{{CONFIG}}}:req:{token}"
+
+
+def config_claim(tenant: str, name: str) -> str:
+    """A unique name (e.g. a tracker code per advertiser) held by one object id."""
+    return f"{PREFIX}:{{{CONFIG}}}:claim:{tenant}:{name}"

@@ -1,0 +1,1 @@
+"""Configuration: typed objects, the versioned write path, the live in-process copy, auth, tags."""
