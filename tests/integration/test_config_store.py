@@ -54,7 +54,7 @@ async def test_resent_call_appends_once(client: redis.Redis) -> None:
     writer = ConfigWriter(client)
     token = keys.config_request("fixed")
     script_keys = [keys.stream(keys.CONFIG), token, keys.config_version("offer", "1")]
-    args = [300, 0, b'{"x":1}', 0, "1"]
+    args: list[bytes | str | int] = [300, 0, b'{"x":1}', 0, "1"]
     first = await writer._write(keys=script_keys, args=args)
     again = await writer._write(keys=script_keys, args=args)
     assert first == again

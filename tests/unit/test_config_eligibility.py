@@ -23,7 +23,7 @@ from tracker.projections import eligibility as el
 from tracker.projections.config import ConfigState, apply
 from tracker.projections.eligibility import decide_offer, decide_tracker, decide_tracker_code
 
-KINDS = {
+KINDS: dict[type[Any], str] = {
     Advertiser: model.ADVERTISER,
     Affiliate: model.AFFILIATE,
     Offer: model.OFFER,
