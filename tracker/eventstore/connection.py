@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 import structlog
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 logger = structlog.get_logger()
 

@@ -1,0 +1,57 @@
+"""A reply lost after Redis ran the append: the client's retry must not append twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from structlog.testing import capture_logs
+
+from tests.factories import impression
+from tests.faults.proxy import ReplyDroppingProxy
+from tracker.eventstore.connection import connect
+from tracker.eventstore.embedded import EmbeddedRedis
+from tracker.eventstore.store import EventStore
+
+
+async def test_retried_group_append_is_not_duplicated(any_server: EmbeddedRedis) -> None:
+    proxy = ReplyDroppingProxy(any_server.port, drops=3)
+    await proxy.start()
+    client = connect(f"redis://127.0.0.1:{proxy.port}/0")
+    try:
+        store = EventStore(client, partitions=4)
+        events = [impression() for _ in range(400)]
+        with capture_logs() as logs:
+            results = await asyncio.gather(*(store.append(e) for e in events))
+        assert proxy.dropped == 3  # three script calls ran but their replies never arrived
+        assert sum(1 for entry in logs if entry["event"] == "append_replayed") == 3
+        assert all(not r.duplicate for r in results)
+        for part in store.partitions:
+            stored = await store.read(part, count=10_000)
+            mine = [e for e in events if store.partition_of(e) == part]
+            assert [s.event for s in stored] == mine  # each once, in order
+            by_result = sorted(r.entry_id for r in results if r.partition == part)
+            assert sorted(s.entry_id for s in stored) == by_result
+    finally:
+        await client.aclose()
+        await proxy.stop()
+
+
+async def test_retried_keyed_append_reports_the_right_duplicates(any_server: EmbeddedRedis) -> None:
+    direct = connect(any_server.url)
+    await EventStore(direct, partitions=4).append(impression(key="seen"), idempotency_key="seen")
+    proxy = ReplyDroppingProxy(any_server.port, drops=1)
+    await proxy.start()
+    client = connect(f"redis://127.0.0.1:{proxy.port}/0")
+    try:
+        store = EventStore(client, partitions=4)
+        items = [(impression(key=k), k) for k in ("seen", "new-1", "new-2")]
+        same_part = [(e, k) for e, k in items if store.partition_of(e) == store.partition_of(items[0][0])]
+        results = await store.append_many(same_part)
+        assert proxy.dropped == 1
+        assert results[0].duplicate
+        assert [r.duplicate for r in results[1:]] == [False] * (len(results) - 1)
+        assert await store.length(results[0].partition) == len(results)
+    finally:
+        await client.aclose()
+        await direct.aclose()
+        await proxy.stop()
