@@ -1,4 +1,4 @@
-"""Fault-test plumbing: own redis-server per test, actor subprocesses, and reading the projection."""
+"""Fault-test plumbing: own redis-server per test, actor subprocesses, projection readers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from tracker.projections.counts import NAME, counts_key, tally
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def actor_process(url: str, *, batch_size: int = 20, log: Path | None = None) -> subprocess.Popen[bytes]:
+def actor_process(
+    url: str, *, batch_size: int = 20, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "REDIS_URL": url,
@@ -76,14 +78,18 @@ async def wait_caught_up(store: EventStore, timeout_s: float = 60.0) -> None:
 
 
 async def recount_up_to_checkpoints(store: EventStore) -> tuple[Counter[str], Counter[str]]:
-    """(what the log says up to each checkpoint, what the projection holds), per tenant|hour|type."""
+    """(the log up to each checkpoint, the projection) as counts per tenant|hour|type."""
     from_log: Counter[str] = Counter()
     stored: Counter[str] = Counter()
     for part in store.partitions:
         ckpt = await store.checkpoint(part, NAME)
         after = "0-0"
         while ckpt:
-            batch = [s for s in await store.read(part, after, 1000) if not keys.id_after(s.entry_id, ckpt)]
+            batch = [
+                s
+                for s in await store.read(part, after, 1000)
+                if not keys.id_after(s.entry_id, ckpt)
+            ]
             if not batch:
                 break
             from_log.update({"|".join(k): n for k, n in tally(batch).items()})

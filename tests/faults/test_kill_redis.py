@@ -1,4 +1,4 @@
-"""kill -9 redis-server at ~70 % of an append load (AOF everysec): every acknowledged append survives."""
+"""kill -9 redis-server at ~70 % of an append load (AOF everysec): acknowledged appends survive."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ PLANNED = 20_000
 WRITERS = 64
 
 
-async def test_acknowledged_appends_survive_kill9(any_server: EmbeddedRedis, any_store: EventStore) -> None:
+async def test_acknowledged_appends_survive_kill9(
+    any_server: EmbeddedRedis, any_store: EventStore
+) -> None:
     acked: list[tuple[str, str, str]] = []  # (partition, entry id, impression id)
     failed = 0
     killed = asyncio.Event()

@@ -45,7 +45,9 @@ async def test_retried_keyed_append_reports_the_right_duplicates(any_server: Emb
     try:
         store = EventStore(client, partitions=4)
         items = [(impression(key=k), k) for k in ("seen", "new-1", "new-2")]
-        same_part = [(e, k) for e, k in items if store.partition_of(e) == store.partition_of(items[0][0])]
+        same_part = [
+            (e, k) for e, k in items if store.partition_of(e) == store.partition_of(items[0][0])
+        ]
         results = await store.append_many(same_part)
         assert proxy.dropped == 1
         assert results[0].duplicate
