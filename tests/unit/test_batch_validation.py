@@ -1,0 +1,247 @@
+"""Batch record bodies: all-or-nothing validation naming every bad item, and the 4xx mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import msgspec
+import pytest
+
+from tracker.http.batch import (
+    MAX_BODY_BYTES,
+    MAX_IMPRESSIONS,
+    FieldError,
+    Rejected,
+    ValidImpression,
+    check_headers,
+    validate,
+)
+
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def item(**fields: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "member_id": "m_x1y2z3",
+        "creative_id": "dc_abc",
+        "ad_unit_id": "au_1",
+    }
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def body(*items: object, **top: object) -> bytes:
+    return msgspec.json.encode({"impressions": list(items), **top})
+
+
+def rejected(result: list[ValidImpression] | Rejected) -> Rejected:
+    assert isinstance(result, Rejected), result
+    return result
+
+
+def paths(result: list[ValidImpression] | Rejected) -> list[str]:
+    return [f"{e.path}: {e.message}" for e in rejected(result).errors]
+
+
+# -- valid bodies ---------------------------------------------------------------------------------
+
+
+def test_seed_example_is_valid() -> None:
+    raw = b"""{"impressions": [
+        {"member_id": "m_x1y2z3", "creative_id": "dc_abc", "ad_unit_id": "au_abc123"},
+        {"member_id": "m_a4b5c6", "creative_id": "dc_def", "ad_unit_id": "au_abc123",
+         "timestamp": "2024-01-15T10:30:00Z",
+         "idempotency_key": "019078a1-b4c3-7def-8a12-4b5c6d7e8f90"}]}"""
+    assert validate(raw, NOW) == [
+        ValidImpression("m_x1y2z3", "dc_abc", "au_abc123", None, None),
+        ValidImpression(
+            "m_a4b5c6",
+            "dc_def",
+            "au_abc123",
+            datetime(2024, 1, 15, 10, 30, tzinfo=UTC),
+            "019078a1-b4c3-7def-8a12-4b5c6d7e8f90",
+        ),
+    ]
+
+
+def test_timestamps_with_offsets_become_utc() -> None:
+    [valid] = validate(body(item(timestamp="2026-01-15T13:00:00+02:00")), NOW)  # type: ignore[misc]
+    assert valid.occurred_at == datetime(2026, 1, 15, 11, 0, tzinfo=UTC)
+    assert valid.occurred_at.tzinfo == UTC
+
+
+def test_null_timestamp_and_key_mean_omitted() -> None:
+    [valid] = validate(body(item(timestamp=None, idempotency_key=None)), NOW)  # type: ignore[misc]
+    assert (valid.occurred_at, valid.idempotency_key) == (None, None)
+
+
+def test_up_to_five_minutes_ahead_is_clock_skew_not_an_error() -> None:
+    ahead = (NOW + timedelta(minutes=5)).isoformat()
+    assert not isinstance(validate(body(item(timestamp=ahead)), NOW), Rejected)
+
+
+def test_empty_list_is_valid_and_records_nothing() -> None:
+    assert validate(body(), NOW) == []
+
+
+def test_exactly_the_maximum_is_accepted() -> None:
+    result = validate(body(*[item()] * MAX_IMPRESSIONS), NOW)
+    assert isinstance(result, list)
+    assert len(result) == MAX_IMPRESSIONS
+
+
+# -- every bad item is named ----------------------------------------------------------------------
+
+
+def test_every_bad_item_is_reported_with_its_path() -> None:
+    result = validate(
+        body(
+            item(),
+            item(member_id=...),
+            item(),
+            item(creative_id="", ad_unit_id=7),
+            item(timestamp="yesterday"),
+            "not an object",
+        ),
+        NOW,
+    )
+    r = rejected(result)
+    assert (r.status, r.code) == (422, "validation_failed")
+    assert paths(result) == [
+        "$.impressions[1].member_id: required",
+        "$.impressions[3].creative_id: must not be empty",
+        "$.impressions[3].ad_unit_id: expected a string",
+        "$.impressions[4].timestamp: not an ISO 8601 timestamp",
+        "$.impressions[5]: expected an object",
+    ]
+
+
+def test_far_future_naive_and_odd_timestamps_are_errors() -> None:
+    future = (NOW + timedelta(minutes=5, seconds=1)).isoformat()
+    result = validate(
+        body(
+            item(timestamp=future),
+            item(timestamp="2026-01-15T10:00:00"),
+            item(timestamp=1705314600),
+            item(timestamp="2026-01-15T10:00:00Z" + " " * 60),
+        ),
+        NOW,
+    )
+    assert paths(result) == [
+        "$.impressions[0].timestamp: more than 5 minutes in the future",
+        "$.impressions[1].timestamp: needs a UTC offset, e.g. 2024-01-15T10:30:00Z",
+        "$.impressions[2].timestamp: expected a string",
+        "$.impressions[3].timestamp: not an ISO 8601 timestamp",
+    ]
+
+
+def test_lengths_are_limited() -> None:
+    result = validate(
+        body(item(member_id="m" * 129), item(idempotency_key="k" * 257), item(idempotency_key="")),
+        NOW,
+    )
+    assert paths(result) == [
+        "$.impressions[0].member_id: at most 128 characters",
+        "$.impressions[1].idempotency_key: at most 256 characters",
+        "$.impressions[2].idempotency_key: must not be empty",
+    ]
+    assert not isinstance(validate(body(item(member_id="m" * 128)), NOW), Rejected)
+
+
+def test_unknown_fields_are_rejected_at_every_level() -> None:
+    result = validate(body(item(color="red"), source="x"), NOW)
+    assert paths(result) == ["$.source: unknown field", "$.impressions[0].color: unknown field"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"[]", "$: expected an object"),
+        (b"{}", "$.impressions: required"),
+        (b'{"impressions": {}}', "$.impressions: expected an array"),
+    ],
+)
+def test_wrong_shapes(raw: bytes, error: str) -> None:
+    assert paths(validate(raw, NOW)) == [error]
+
+
+def test_one_bad_item_rejects_the_whole_batch() -> None:
+    result = validate(body(*[item()] * 100, item(ad_unit_id=...)), NOW)
+    assert paths(result) == ["$.impressions[100].ad_unit_id: required"]
+
+
+def test_a_bad_timestamp_among_valid_items_is_still_reported() -> None:
+    result = validate(body(item(), item(timestamp="2099-01-01T00:00:00Z")), NOW)
+    assert paths(result) == ["$.impressions[1].timestamp: more than 5 minutes in the future"]
+
+
+# -- 4xx mapping ----------------------------------------------------------------------------------
+
+
+def test_too_many_impressions() -> None:
+    r = rejected(validate(body(*[item()] * (MAX_IMPRESSIONS + 1)), NOW))
+    assert (r.status, r.code) == (422, "too_many_impressions")
+    assert "5000" in r.message
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b'{"impressions": [}', b"\xef\xbb\xbf{}", b'{"impressions": []} x']
+)
+def test_invalid_json_is_400(raw: bytes) -> None:
+    r = rejected(validate(raw, NOW))
+    assert (r.status, r.code) == (400, "invalid_json")
+
+
+def test_invalid_utf8_is_400_not_500() -> None:
+    raw = b'{"impressions": [{"member_id": "\xff", "creative_id": "c", "ad_unit_id": "a"}]}'
+    r = rejected(validate(raw, NOW))
+    assert (r.status, r.code) == (400, "invalid_json")
+
+
+def test_body_over_the_limit_is_413() -> None:
+    r = rejected(validate(b" " * (MAX_BODY_BYTES + 1), NOW))
+    assert (r.status, r.code) == (413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8"],
+)
+def test_json_content_types_pass(content_type: str) -> None:
+    assert check_headers(content_type, 100) is None
+    assert check_headers(content_type, None) is None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+    ],
+)
+def test_other_content_types_are_415(content_type: str | None) -> None:
+    r = check_headers(content_type, 10)
+    assert r is not None
+    assert (r.status, r.code) == (415, "unsupported_media_type")
+
+
+def test_declared_length_over_the_limit_is_413() -> None:
+    r = check_headers("application/json", MAX_BODY_BYTES + 1)
+    assert r is not None
+    assert (r.status, r.code) == (413, "payload_too_large")
+
+
+def test_errors_serialise_for_the_response_body() -> None:
+    r = rejected(validate(body(item(member_id=...)), NOW))
+    assert msgspec.json.decode(msgspec.json.encode(r.errors)) == [
+        {"path": "$.impressions[0].member_id", "message": "required"}
+    ]
+    assert r.errors == [FieldError("$.impressions[0].member_id", "required")]
+
+
+def test_other_timezones_for_now_work() -> None:
+    now = NOW.astimezone(timezone(timedelta(hours=-5)))
+    assert not isinstance(validate(body(item(timestamp="2026-01-15T12:04:00Z")), now), Rejected)

@@ -1,0 +1,201 @@
+"""Validation of `POST /publisher.v1/impression/record` bodies: all-or-nothing, every error named.
+
+Pure: no I/O, no clock (``now`` is an argument). The handler checks the headers with
+``check_headers``, reads at most ``MAX_BODY_BYTES`` and calls ``validate``, which returns either
+the validated items or a ``Rejected`` carrying the HTTP status, a stable code and, for 422, the
+JSON path of every problem (``$.impressions[3].member_id: required``).
+
+Decisions: a timestamp must carry a UTC offset (``Z`` or ``+02:00``); a naive one is an error,
+never guessed to be UTC, since a wrong guess silently shifts attribution windows by hours. Over
+5,000 items is 422 ``too_many_impressions`` (the request is well-formed; 413 is for the byte
+limit). An empty ``impressions`` list is valid and records nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final
+
+import msgspec
+
+MAX_IMPRESSIONS: Final = 5_000
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # 5,000 items of the longest fields fit in ~4 MB
+MAX_ID_CHARS: Final = 128
+MAX_KEY_CHARS: Final = 256
+MAX_TIMESTAMP_CHARS: Final = 64
+MAX_FUTURE: Final = timedelta(minutes=5)
+
+_ID_FIELDS: Final = ("member_id", "creative_id", "ad_unit_id")
+_FIELDS: Final = frozenset((*_ID_FIELDS, "timestamp", "idempotency_key"))
+
+# Failure -> (HTTP status, stable code)
+INVALID_JSON: Final = (400, "invalid_json")
+PAYLOAD_TOO_LARGE: Final = (413, "payload_too_large")
+UNSUPPORTED_MEDIA_TYPE: Final = (415, "unsupported_media_type")
+TOO_MANY_IMPRESSIONS: Final = (422, "too_many_impressions")
+VALIDATION_FAILED: Final = (422, "validation_failed")
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+_Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_CHARS)]
+
+
+class ImpressionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One item as sent; the fast path decodes straight into it."""
+
+    member_id: _Id
+    creative_id: _Id
+    ad_unit_id: _Id
+    timestamp: str | None = None  # ISO 8601 with an offset; parsed by _timestamp()
+    idempotency_key: _Key | None = None
+
+
+class RecordRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    impressions: Annotated[list[ImpressionRequest], msgspec.Meta(max_length=MAX_IMPRESSIONS)]
+
+
+class ValidImpression(msgspec.Struct, frozen=True):
+    member_id: str
+    creative_id: str
+    ad_unit_id: str
+    occurred_at: datetime | None  # aware UTC; None: the server's time of acceptance
+    idempotency_key: str | None
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    path: str  # JSON path: $.impressions[3].member_id
+    message: str
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    status: int
+    code: str
+    message: str
+    errors: list[FieldError] = []  # every problem, for validation_failed
+
+
+_fast_decoder: Final = msgspec.json.Decoder(RecordRequest)
+
+
+def _reject(
+    failure: tuple[int, str], message: str, errors: list[FieldError] | None = None
+) -> Rejected:
+    status, code = failure
+    return Rejected(status, code, message, errors or [])
+
+
+def check_headers(content_type: str | None, content_length: int | None) -> Rejected | None:
+    """415 unless the body is JSON in UTF-8; 413 when the declared length is over the limit."""
+    media_type, _, params = (content_type or "").partition(";")
+    if media_type.strip().lower() != "application/json":
+        return _reject(UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return _reject(UNSUPPORTED_MEDIA_TYPE, "the body must be UTF-8")
+    if content_length is not None and content_length > MAX_BODY_BYTES:
+        return _too_large()
+    return None
+
+
+def _too_large() -> Rejected:
+    return _reject(PAYLOAD_TOO_LARGE, f"the body is limited to {MAX_BODY_BYTES} bytes")
+
+
+def _timestamp(value: str, now: datetime) -> datetime | str:
+    """The aware UTC time, or the error message."""
+    if len(value) > MAX_TIMESTAMP_CHARS:
+        return "not an ISO 8601 timestamp"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return "not an ISO 8601 timestamp"
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return "needs a UTC offset, e.g. 2024-01-15T10:30:00Z"
+    if parsed - now > MAX_FUTURE:
+        return "more than 5 minutes in the future"
+    return parsed.astimezone(UTC)
+
+
+def _string_error(value: object, limit: int) -> str | None:
+    if not isinstance(value, str):
+        return "expected a string"
+    if not value:
+        return "must not be empty"
+    if len(value) > limit:
+        return f"at most {limit} characters"
+    return None
+
+
+def _check_item(item: object, path: str, now: datetime, errors: list[FieldError]) -> None:
+    if not isinstance(item, dict):
+        errors.append(FieldError(path, "expected an object"))
+        return
+    for name in item:
+        if name not in _FIELDS:
+            errors.append(FieldError(f"{path}.{name}", "unknown field"))
+    for name in _ID_FIELDS:
+        if name not in item:
+            errors.append(FieldError(f"{path}.{name}", "required"))
+        elif problem := _string_error(item[name], MAX_ID_CHARS):
+            errors.append(FieldError(f"{path}.{name}", problem))
+    key = item.get("idempotency_key")
+    if key is not None and (problem := _string_error(key, MAX_KEY_CHARS)):
+        errors.append(FieldError(f"{path}.idempotency_key", problem))
+    stamp = item.get("timestamp")
+    if stamp is not None:
+        result = _timestamp(stamp, now) if isinstance(stamp, str) else "expected a string"
+        if isinstance(result, str):
+            errors.append(FieldError(f"{path}.timestamp", result))
+
+
+def _lenient(body: bytes, now: datetime) -> Rejected:
+    """Every problem of a body the fast path refused (decoding it again as plain JSON)."""
+    try:
+        doc: Any = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return _reject(INVALID_JSON, f"the body is not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        return _reject(VALIDATION_FAILED, "invalid body", [FieldError("$", "expected an object")])
+    errors = [FieldError(f"$.{name}", "unknown field") for name in doc if name != "impressions"]
+    items = doc.get("impressions")
+    if "impressions" not in doc:
+        errors.append(FieldError("$.impressions", "required"))
+    elif not isinstance(items, list):
+        errors.append(FieldError("$.impressions", "expected an array"))
+    elif len(items) > MAX_IMPRESSIONS:
+        return _reject(
+            TOO_MANY_IMPRESSIONS,
+            f"{len(items)} impressions; at most {MAX_IMPRESSIONS} per request",
+        )
+    else:
+        for i, item in enumerate(items):
+            _check_item(item, f"$.impressions[{i}]", now, errors)
+    if not errors:  # the fast decoder refused something the checks above let through
+        errors.append(FieldError("$", "invalid body"))
+    return _reject(
+        VALIDATION_FAILED, f"{len(errors)} invalid field(s); nothing was recorded", errors
+    )
+
+
+def validate(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
+    """All items validated, or why the whole request is refused; ``now`` is aware UTC."""
+    if len(body) > MAX_BODY_BYTES:
+        return _too_large()
+    try:
+        request = _fast_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return _lenient(body, now)
+    valid: list[ValidImpression] = []
+    for item in request.impressions:
+        occurred_at = None
+        if item.timestamp is not None:
+            parsed = _timestamp(item.timestamp, now)
+            if isinstance(parsed, str):
+                return _lenient(body, now)
+            occurred_at = parsed
+        valid.append(
+            ValidImpression(
+                item.member_id, item.creative_id, item.ad_unit_id, occurred_at, item.idempotency_key
+            )
+        )
+    return valid
