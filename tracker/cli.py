@@ -13,6 +13,7 @@ import structlog
 
 from tracker import events
 from tracker.actors.supervisor import ACTORS
+from tracker.config import token_cli
 from tracker.eventstore import keys
 from tracker.eventstore.connection import ServerRefused
 from tracker.eventstore.embedded import RedisNotFound
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--since", default="-", help="ISO 8601 time or stream id (inclusive)")
     exp.add_argument("--until", default="+", help="ISO 8601 time or stream id (exclusive)")
     _stream_arg(exp)
+    token_cli.add_parser(sub)
     return parser
 
 
@@ -116,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "events" and args.events_command == "export":
             time_bound(args.since, upper=False)
             time_bound(args.until, upper=True)
+        token_cli.check_args(args)
     except (SettingsError, ValueError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     configure_logging(settings.log_level, settings.log_format)
@@ -135,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.exit(2, f"{parser.prog}: error: unknown actor {unknown[0]!r}\n")
             _run(service.dev_main(settings, chosen))
         else:
-            _run(_events_main(settings, args))
+            is_token = args.command == "token"
+            _run(token_cli.token_main(settings, args) if is_token else _events_main(settings, args))
     except KeyboardInterrupt:
         return 130
     except (SettingsError, ServerRefused, PartitionMismatch, RedisNotFound) as exc:

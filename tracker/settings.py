@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -32,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "auto"  # TRACKER_LOG_FORMAT
     idempotency_ttl_seconds: int = 7 * 24 * 3600  # TRACKER_IDEMPOTENCY_TTL_SECONDS
     batch_size: int = 500  # TRACKER_BATCH_SIZE: events per actor step / append script call
+    public_url: str = ""  # TRACKER_PUBLIC_URL: base of exported tags; "" = http://HOST:PORT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 env, "TRACKER_IDEMPOTENCY_TTL_SECONDS", _int_in(60, 365 * 24 * 3600), 7 * 24 * 3600
             ),
             batch_size=_get(env, "TRACKER_BATCH_SIZE", _int_in(1, 10_000), 500),
+            public_url=_get(env, "TRACKER_PUBLIC_URL", _public_url, ""),
         )
 
 
@@ -91,3 +94,11 @@ def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected a redis://, rediss:// or unix:// URL")
     return raw
+
+
+def _public_url(raw: str) -> str:
+    """An absolute http(s) base URL without query or fragment; a trailing slash is dropped."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("expected an absolute http:// or https:// URL without query or fragment")
+    return raw.strip().rstrip("/")

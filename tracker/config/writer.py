@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 import redis.asyncio as redis
+from aiohttp import web
 
 from tracker import events
 from tracker.config import model
@@ -138,3 +139,6 @@ class ConfigWriter:
         if reply[0] == "taken":
             raise NameTaken(reply[1], reply[2])
         return reply[1], stored
+
+
+CONFIG_WRITER = web.AppKey("config_writer", ConfigWriter)

@@ -10,6 +10,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from tracker.eventstore.store import EventStore
+from tracker.http.config_setup import setup_config
 from tracker.http.errors import ApiError, error_response
 from tracker.ids import new_uuid7_hex
 from tracker.settings import Settings
@@ -83,4 +84,5 @@ def create_app(store: EventStore, settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    setup_config(app, store)
     return app

@@ -1,0 +1,332 @@
+"""JSON configuration CRUD over HTTP, tokens and roles: real redis-server, real aiohttp server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
+from tracker.eventstore import keys
+from tracker.eventstore.store import EventStore
+
+Client = TestClient[Any, Any]
+
+
+async def seed(api: Client, h: dict[str, str]) -> dict[str, Any]:
+    """An advertiser, an affiliate and an offer of that advertiser; their bodies by name."""
+    adv = await ok(await api.post("/advertisers", json={"name": "Adv"}, headers=h), 201)
+    aff = await ok(await api.post("/affiliates", json={"name": "Aff"}, headers=h), 201)
+    offer = await ok(
+        await api.post(
+            "/offers",
+            json={"name": "Offer", "advertiser_id": adv["id"], "allow_impressions": True},
+            headers=h,
+        ),
+        201,
+    )
+    return {"adv": adv, "aff": aff, "offer": offer}
+
+
+async def test_offer_defaults_and_round_trip(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    objs = await seed(api, h)
+    offer = objs["offer"]
+    assert offer["version"] == 1
+    assert {
+        k: offer[k] for k in ("status", "privacy", "attribution_window_days", "payout_cpm")
+    } == {
+        "status": "active",
+        "privacy": "public",
+        "attribution_window_days": 30,
+        "payout_cpm": "0",
+    }
+    bare = await ok(
+        await api.post(
+            "/offers", json={"name": "B", "advertiser_id": objs["adv"]["id"]}, headers=h
+        ),
+        201,
+    )
+    assert bare["allow_impressions"] is False
+    got = await ok(await api.get(f"/offers/{offer['id']}", headers=h))
+    assert got == offer
+
+
+async def test_update_needs_current_version(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    offer = (await seed(api, h))["offer"]
+    url = f"/offers/{offer['id']}"
+    r = await api.patch(url, json={"status": "paused"}, headers=h)
+    assert r.status == 428
+    paused = await ok(
+        await api.patch(url, json={"status": "paused"}, headers={**h, "If-Match": '"1"'})
+    )
+    assert (paused["status"], paused["version"], paused["name"]) == ("paused", 2, "Offer")
+    # a second admin still on version 1 gets a conflict and nothing is written
+    before = await store.length(keys.CONFIG)
+    r = await api.patch(url, json={"name": "mine", "version": 1}, headers=h)
+    body = await r.json()
+    assert (r.status, body["error"]["code"], body["error"]["current_version"]) == (
+        409,
+        "version_conflict",
+        2,
+    )
+    assert await store.length(keys.CONFIG) == before
+    replaced = await ok(
+        await api.put(
+            url,
+            json={"name": "New", "advertiser_id": offer["advertiser_id"], "version": 2},
+            headers=h,
+        )
+    )
+    assert (replaced["status"], replaced["name"], replaced["version"]) == ("active", "New", 3)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"name": "x", "advertiser_id": "ADV", "surprise": 1}, "invalid_body"),
+        ({"name": "x", "advertiser_id": "1"}, "invalid_body"),
+        ({"name": "x"}, "missing_field"),
+        ({"name": "x", "advertiser_id": 999}, "invalid_reference"),
+        ({"name": "x", "ADV": 1, "status": "nope"}, "invalid_body"),
+        ({"name": "x", "ADV": 1, "impressions_url": "ftp://a.example/x"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "impressions_url": "/relative"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "payout_cpm": "1.5x"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "revenue_cpm": "-1"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "attribution_window_days": 0}, "invalid_field"),
+        (
+            {
+                "name": "x",
+                "ADV": 1,
+                "impressions_urls": [{"url": "https://a.example", "weight": 0}],
+            },
+            "invalid_field",
+        ),
+        ({"name": "x", "ADV": 1, "enabled_affiliates": [424242]}, "invalid_reference"),
+        ({"name": "x", "ADV": 1, "goals": [{"value": "1"}, {"value": "1"}]}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "status": "deleted"}, "invalid_field"),
+    ],
+)
+async def test_invalid_offer_writes_nothing(
+    api: Client, store: EventStore, body: dict[str, Any], code: str
+) -> None:
+    h = await make_token(store)
+    adv = await ok(await api.post("/advertisers", json={"name": "Adv"}, headers=h), 201)
+    if "ADV" in body:
+        body = {**{k: v for k, v in body.items() if k != "ADV"}, "advertiser_id": adv["id"]}
+    before = await store.length(keys.CONFIG)
+    r = await api.post("/offers", json=body, headers=h)
+    error = (await r.json())["error"]
+    assert (r.status, error["code"]) == (422, code), error
+    assert await store.length(keys.CONFIG) == before
+
+
+async def test_offer_with_everything(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    objs = await seed(api, h)
+    body = {
+        "name": "Full",
+        "advertiser_id": objs["adv"]["id"],
+        "allow_impressions": True,
+        "impressions_url": "https://adv.example/imp?id={aimp_id}",
+        "impressions_urls": [{"url": "http://b.example/i", "weight": 3}],
+        "payout_cpm": "1.25",
+        "revenue_cpm": "2.00",
+        "attribution_window_days": 7,
+        "goals": [{"value": "1", "name": "install"}, {"value": "2", "payout_cpm": "0.5"}],
+        "privacy": "private",
+        "enabled_affiliates": [objs["aff"]["id"]],
+    }
+    offer = await ok(await api.post("/offers", json=body, headers=h), 201)
+    assert {k: offer[k] for k in body if k not in ("impressions_urls", "goals")} == {
+        k: v for k, v in body.items() if k not in ("impressions_urls", "goals")
+    }
+    assert offer["impressions_urls"] == [{"url": "http://b.example/i", "weight": 3}]
+    assert offer["goals"] == [
+        {"value": "1", "name": "install", "payout_cpm": ""},
+        {"value": "2", "name": "", "payout_cpm": "0.5"},
+    ]
+
+
+async def test_every_resource_crud(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    adv = await ok(await api.post("/advertisers", json={"name": "A"}, headers=h), 201)
+    pub = await ok(await api.post("/publishers", json={"name": "P"}, headers=h), 201)
+    created = {
+        "/line-items": {"name": "L", "advertiser_id": adv["id"]},
+        "/placements": {"name": "Pl", "publisher_id": pub["id"]},
+        "/payment-rules": {
+            "name": "R",
+            "publisher_id": pub["id"],
+            "pricing_type": "revshare",
+            "value": "40",
+        },
+        "/affiliates": {"name": "F"},
+    }
+    for path, body in created.items():
+        obj = await ok(await api.post(path, json=body, headers=h), 201)
+        url = f"{path}/{obj['id']}"
+        assert await ok(await api.get(url, headers=h)) == obj
+        listed = await ok(await api.get(path, headers=h))
+        assert listed["items"] == [obj]
+        changed = await ok(await api.patch(url, json={"name": "renamed", "version": 1}, headers=h))
+        assert changed["name"] == "renamed"
+        deleted = await ok(await api.delete(url, headers=h))
+        assert deleted["version"] == 3
+        assert (await api.get(url, headers=h)).status == 404
+        assert (await ok(await api.get(path, headers=h)))["items"] == []
+        assert len((await ok(await api.get(path + "?include_deleted=1", headers=h)))["items"]) == 1
+    r = await api.post(
+        "/payment-rules", json={**created["/payment-rules"], "value": "140"}, headers=h
+    )
+    assert r.status == 422
+    line = await ok(
+        await api.post("/line-items", json={"name": "L", "advertiser_id": adv["id"]}, headers=h),
+        201,
+    )
+    other = await ok(await api.post("/advertisers", json={"name": "B"}, headers=h), 201)
+    r = await api.patch(
+        f"/line-items/{line['id']}", json={"version": 1, "advertiser_id": other["id"]}, headers=h
+    )
+    assert (r.status, (await r.json())["error"]["code"]) == (422, "immutable_field")
+
+
+async def test_listing_filters_and_pages(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    a1 = await ok(await api.post("/advertisers", json={"name": "A1"}, headers=h), 201)
+    a2 = await ok(await api.post("/advertisers", json={"name": "A2"}, headers=h), 201)
+    for i in range(5):
+        adv = a1 if i % 2 == 0 else a2
+        await ok(
+            await api.post(
+                "/line-items", json={"name": f"L{i}", "advertiser_id": adv["id"]}, headers=h
+            ),
+            201,
+        )
+    mine = await ok(await api.get(f"/line-items?advertiser_id={a1['id']}", headers=h))
+    assert [x["name"] for x in mine["items"]] == ["L0", "L2", "L4"]
+    page = await ok(await api.get("/line-items?offset=1&limit=2", headers=h))
+    assert (page["count"], [x["name"] for x in page["items"]]) == (5, ["L1", "L2"])
+
+
+# -- authentication, tenants, roles ---------------------------------------------------------------
+
+
+async def test_missing_or_bad_token_is_401(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": h["Authorization"][:-2] + "xx"},
+    ):
+        r = await api.get("/offers", headers=headers)
+        assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
+
+
+async def test_revoked_token_is_401(api: Client, store: EventStore) -> None:
+    import msgspec
+
+    from tracker.config import model
+    from tracker.config.writer import ConfigWriter
+
+    h = await make_token(store)
+    assert (await api.get("/offers", headers=h)).status == 200
+    token_id = h["Authorization"].split("_")[1]
+    live_token = (await store.read(keys.CONFIG))[-1].event.snapshot  # type: ignore[union-attr]
+    token = model.from_snapshot(model.TOKEN, live_token)
+    assert token.id == token_id
+    await ConfigWriter(store.client).save(
+        model.TOKEN, msgspec.structs.replace(token, state="revoked")
+    )
+    r = await api.get("/advertisers", headers=h)  # reads sync first, so it sees the revocation
+    assert r.status == 401
+
+
+async def test_other_tenant_is_404_and_tenant_comes_from_token(
+    api: Client, store: EventStore
+) -> None:
+    h1 = await make_token(store, tenant="t1")
+    h2 = await make_token(store, tenant="t2")
+    offer = (await seed(api, h1))["offer"]
+    url = f"/offers/{offer['id']}"
+    for method in ("get", "patch", "put", "delete"):
+        r = await getattr(api, method)(url, json={"name": "x", "version": 1}, headers=h2)
+        assert (r.status, (await r.json())["error"]["code"]) == (404, "not_found"), method
+    assert (await ok(await api.get("/offers", headers=h2)))["items"] == []
+    # links into another tenant look missing
+    r = await api.post(
+        "/offers", json={"name": "x", "advertiser_id": offer["advertiser_id"]}, headers=h2
+    )
+    assert (r.status, (await r.json())["error"]["code"]) == (422, "invalid_reference")
+    assert (await api.get(url, headers=h1)).status == 200
+
+
+async def test_roles_are_scoped(api: Client, store: EventStore) -> None:
+    admin = await make_token(store, tenant="t1")
+    objs = await seed(api, admin)
+    adv_id, aff_id, offer_id = objs["adv"]["id"], objs["aff"]["id"], objs["offer"]["id"]
+    other_adv = await ok(await api.post("/advertisers", json={"name": "Other"}, headers=admin), 201)
+    advertiser = await make_token(store, tenant="t1", role=f"advertiser:{adv_id}")
+    affiliate = await make_token(store, tenant="t1", role=f"affiliate:{aff_id}")
+    publisher = await make_token(store, tenant="t1", role="publisher:999")
+    # reads inside the scope
+    assert (await api.get(f"/offers/{offer_id}", headers=advertiser)).status == 200
+    assert (await api.get(f"/advertisers/{adv_id}", headers=advertiser)).status == 200
+    assert (await api.get(f"/offers/{offer_id}", headers=affiliate)).status == 200
+    assert (await api.get(f"/affiliates/{aff_id}", headers=affiliate)).status == 200
+    # outside it: 403, and listings only show what is in scope
+    for headers, url in (
+        (advertiser, f"/advertisers/{other_adv['id']}"),
+        (advertiser, f"/affiliates/{aff_id}"),
+        (publisher, f"/offers/{offer_id}"),
+        (affiliate, f"/advertisers/{adv_id}"),
+    ):
+        r = await api.get(url, headers=headers)
+        assert (r.status, (await r.json())["error"]["code"]) == (403, "forbidden"), url
+    assert [
+        a["id"] for a in (await ok(await api.get("/advertisers", headers=advertiser)))["items"]
+    ] == [adv_id]
+    # only admins write
+    for headers in (advertiser, affiliate, publisher):
+        r = await api.post("/advertisers", json={"name": "x"}, headers=headers)
+        assert r.status == 403
+        r = await api.patch(
+            f"/offers/{offer_id}", json={"version": 1, "name": "x"}, headers=headers
+        )
+        assert r.status == 403
+    # an affiliate no longer sees an offer it was disabled from
+    await ok(
+        await api.patch(
+            f"/offers/{offer_id}",
+            json={"version": 1, "disabled_affiliates": [aff_id]},
+            headers=admin,
+        )
+    )
+    assert (await api.get(f"/offers/{offer_id}", headers=affiliate)).status == 403
+
+
+async def test_token_cli_create_list_revoke(
+    api: Client, store: EventStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from tracker.config import token_cli
+
+    await token_cli.run(
+        store,
+        argparse.Namespace(token_command="create", tenant="t9", role="publisher:4", name="ci"),
+    )
+    bearer = capsys.readouterr().out.strip()
+    assert bearer.startswith("trk_")
+    assert bearer not in str(await store.read(keys.CONFIG))  # only the hash is stored
+    h = {"Authorization": f"Bearer {bearer}"}
+    assert (await api.get("/publishers", headers=h)).status == 200
+    await token_cli.run(store, argparse.Namespace(token_command="list", tenant="t9"))
+    [line] = [ln for ln in capsys.readouterr().out.splitlines() if "  t9  " in ln]
+    token_id = line.split()[0]
+    assert line.split()[1:5] == ["t9", "publisher:4", "active", line.split()[4]]
+    assert bearer.startswith(f"trk_{token_id}_")
+    await token_cli.run(store, argparse.Namespace(token_command="revoke", id=token_id))
+    assert (await api.get("/publishers", headers=h)).status == 401

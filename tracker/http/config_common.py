@@ -1,0 +1,104 @@
+"""What every configuration handler shares: authentication, scoped lookups, versioned writes.
+
+Errors are raised as ApiError (JSON envelope); the Xandr handlers translate them to theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from tracker.config import auth
+from tracker.config.auth import Principal
+from tracker.config.live import LIVE_CONFIG, ConfigUnavailable
+from tracker.config.writer import CONFIG_WRITER, NameTaken, VersionConflict
+from tracker.http.errors import ApiError
+from tracker.projections.config import ConfigState
+
+
+async def authenticate(request: web.Request) -> Principal:
+    """The caller: 401 when the bearer token is missing, malformed, unknown or revoked."""
+    parsed = auth.token_id_of(request.headers.get("Authorization"))
+    if parsed is None:
+        raise ApiError(401, "unauthorized", "an Authorization: Bearer token is required")
+    token_id, secret = parsed
+    live = request.app[LIVE_CONFIG]
+    if token_id not in live.state.tokens:
+        await synced(request)  # a token created a moment ago, maybe through another process
+    principal = auth.verify(live.state, token_id, secret)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "the bearer token is invalid or revoked")
+    return principal
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", f"the {principal.role} role may not change configuration")
+
+
+async def synced(request: web.Request) -> ConfigState:
+    """The in-process configuration, caught up with everything written so far (any process)."""
+    try:
+        return await request.app[LIVE_CONFIG].sync()
+    except ConfigUnavailable as exc:
+        raise ApiError(503, "config_unavailable", str(exc)) from None
+
+
+def visible(state: ConfigState, principal: Principal, kind: str, object_id: int) -> Any:
+    """The object, for this principal: 404 when missing, deleted or another tenant's (no
+    existence oracle across tenants); 403 when it is outside a scoped role."""
+    obj = state.get(kind, object_id)
+    if obj is None or obj.tenant != principal.tenant or _is_deleted(obj):
+        raise ApiError(404, "not_found", f"no {kind} {object_id}")
+    if not auth.can_read(principal, kind, obj):
+        raise ApiError(
+            403, "forbidden", f"the {principal.role} role may not see {kind} {object_id}"
+        )
+    return obj
+
+
+def _is_deleted(obj: Any) -> bool:
+    return bool(
+        getattr(obj, "state", None) == "deleted" or getattr(obj, "status", None) == "deleted"
+    )
+
+
+async def save(
+    request: web.Request,
+    principal: Principal,
+    kind: str,
+    obj: Any,
+    *,
+    claims: tuple[str, ...] = (),
+    releases: tuple[str, ...] = (),
+) -> Any:
+    """Append the change (version compare-and-set) and wait until this process has applied it,
+    so the response and any later read reflect it. 409 on a version or unique-name conflict."""
+    try:
+        position, stored = await request.app[CONFIG_WRITER].save(
+            kind, obj, actor=principal.token_id, claims=claims, releases=releases
+        )
+    except VersionConflict as exc:
+        raise ApiError(
+            409,
+            "version_conflict",
+            f"{kind} {obj.id} is at version {exc.current}, not {obj.version}: reload and retry",
+            current_version=exc.current,
+        ) from None
+    except NameTaken as exc:
+        raise ApiError(409, "name_taken", f"already used by {kind} {exc.owner}") from None
+    try:
+        await request.app[LIVE_CONFIG].wait_for(position)
+    except ConfigUnavailable as exc:
+        raise ApiError(503, "config_unavailable", str(exc)) from None
+    return stored
+
+
+def int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise ApiError(400, "bad_parameter", f"{name} must be a whole number, got {raw!r}")
+    return int(raw)

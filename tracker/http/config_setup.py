@@ -1,0 +1,18 @@
+"""Wires configuration into the app: the live in-process copy, the writer, and their routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tracker.config.live import LIVE_CONFIG, LiveConfig, live_config_ctx
+from tracker.config.writer import CONFIG_WRITER, ConfigWriter
+from tracker.eventstore.store import EventStore
+from tracker.http.config_api import config_routes
+
+
+def setup_config(app: web.Application, store: EventStore) -> None:
+    """Handlers read ``request.app[LIVE_CONFIG].state`` (kept current by a background tail)."""
+    app[LIVE_CONFIG] = LiveConfig(store)
+    app[CONFIG_WRITER] = ConfigWriter(store.client)
+    app.cleanup_ctx.append(live_config_ctx)
+    app.router.add_routes(config_routes())
