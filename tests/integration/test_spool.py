@@ -1,0 +1,247 @@
+"""The local spool: durable group-committed writes, torn tails, and idempotent drains into Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tests.factories import impression
+from tracker import events
+from tracker.events import AnyEvent, ImpressionSeen
+from tracker.eventstore import spool
+from tracker.eventstore.spool import (
+    SpoolRecord,
+    SpoolWriter,
+    drain,
+    encode_record,
+    read_spool,
+    spool_files,
+)
+from tracker.eventstore.store import AppendResult, EventStore
+from tracker.ids import new_uuid7_hex
+
+
+def spooled(n: int) -> tuple[list[ImpressionSeen], list[SpoolRecord]]:
+    """``n`` impressions, each minted in the partition of its own fresh idempotency key."""
+    keys = [new_uuid7_hex() for _ in range(n)]
+    evs = [impression(key=k, offer_id=str(i)) for i, k in enumerate(keys)]
+    return evs, [SpoolRecord(k, events.encode(e)) for k, e in zip(keys, evs, strict=True)]
+
+
+async def logged_event_ids(store: EventStore) -> Counter[str]:
+    ids: Counter[str] = Counter()
+    for part in store.partitions:
+        ids.update(s.event.event_id for s in await store.read(part, count=10_000))
+    return ids
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+async def test_written_records_read_back_in_order(tmp_path: Path) -> None:
+    writer = SpoolWriter(tmp_path)
+    _, records = spooled(5)
+    await writer.write_many(records[:2])
+    await writer.write_many(records[2:])
+    assert writer.path is not None
+    contents = read_spool(writer.path)
+    assert contents.records == records
+    assert contents.torn_bytes == 0
+    await writer.close()
+
+
+async def test_write_returns_only_after_fsync_and_groups_concurrent_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced_sizes.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    writer = SpoolWriter(tmp_path)
+    _, records = spooled(50)
+    await asyncio.gather(*(writer.write_many([r]) for r in records))
+    assert writer.path is not None
+    size = writer.path.stat().st_size
+    assert size in synced_sizes  # every byte acknowledged was fsynced first
+    file_syncs = [s for s in synced_sizes if s == size]
+    assert len(file_syncs) <= 2  # 50 callers, one (or two) write+fsync: group commit
+    assert len(read_spool(writer.path).records) == 50
+    await writer.close()
+
+
+async def test_records_need_an_idempotency_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="idempotency key"):
+        await SpoolWriter(tmp_path).write_many([SpoolRecord("", b"{}")])
+
+
+async def test_write_failure_reaches_every_caller(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    writer = SpoolWriter(blocker / "spool")
+    _, records = spooled(3)
+    results = await asyncio.gather(
+        *(writer.write_many([r]) for r in records), return_exceptions=True
+    )
+    assert all(isinstance(r, OSError) for r in results)
+
+
+async def test_after_a_failed_write_the_writer_starts_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = SpoolWriter(tmp_path)
+    _, records = spooled(3)
+    await writer.write_many(records[:1])
+    first = writer.path
+    real_write = os.write
+
+    def torn_write(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, bytes(data)[:7])  # half a header reaches the disk, then the disk fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", torn_write)
+    with pytest.raises(OSError, match="No space"):
+        await writer.write_many(records[1:2])
+    monkeypatch.setattr(os, "write", real_write)
+    await writer.write_many(records[2:])
+    assert first is not None
+    assert writer.path is not None
+    assert writer.path != first
+    old = read_spool(first)
+    assert (old.records, old.torn_bytes) == (records[:1], 7)
+    assert read_spool(writer.path).records == records[2:]
+    await writer.close()
+
+
+# -- torn tails -----------------------------------------------------------------------------------
+
+
+def write_file(directory: Path, records: Iterable[SpoolRecord], tail: bytes = b"") -> Path:
+    """A spool file as a crashed writer leaves it (no lock held)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (new_uuid7_hex() + spool.SUFFIX)
+    path.write_bytes(b"".join(map(encode_record, records)) + tail)
+    return path
+
+
+def test_torn_tail_is_skipped_and_reported(tmp_path: Path) -> None:
+    _, records = spooled(4)
+    cut = encode_record(records[3])[:-5]
+    contents = read_spool(write_file(tmp_path, records[:3], tail=cut))
+    assert contents.records == records[:3]
+    assert contents.torn_bytes == len(cut)
+    assert contents.good_bytes == sum(len(encode_record(r)) for r in records[:3])
+
+
+def test_last_record_with_bad_crc_is_torn(tmp_path: Path) -> None:
+    _, records = spooled(2)
+    last = bytearray(encode_record(records[1]))
+    last[-3] ^= 0xFF
+    contents = read_spool(write_file(tmp_path, records[:1], tail=bytes(last)))
+    assert contents.records == records[:1]
+    assert contents.torn_bytes == len(last)
+
+
+def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
+    _, records = spooled(1)
+    contents = read_spool(write_file(tmp_path, records, tail=b"\0" * 4096))
+    assert (contents.records, contents.torn_bytes) == (records, 4096)
+
+
+# -- draining -------------------------------------------------------------------------------------
+
+
+async def test_drain_appends_every_event_once_with_its_key_and_removes_the_file(
+    store: EventStore, tmp_path: Path
+) -> None:
+    evs, records = spooled(20)
+    path = write_file(tmp_path, records)
+    report = await drain(store, tmp_path)
+    assert report == spool.DrainReport(files=1, events=20, duplicates=0, torn_bytes=0)
+    assert not path.exists()
+    assert await logged_event_ids(store) == Counter(e.event_id for e in evs)
+    # the keys were recorded: the same events appended again are duplicates
+    items = [(e, r.idempotency_key) for e, r in zip(evs, records, strict=True)]
+    again = await store.append_many(items)
+    assert all(r.duplicate for r in again)
+
+
+async def test_drain_of_a_torn_file_appends_the_intact_records(
+    store: EventStore, tmp_path: Path
+) -> None:
+    evs, records = spooled(3)
+    write_file(tmp_path, records[:2], tail=encode_record(records[2])[:10])
+    report = await drain(store, tmp_path)
+    assert (report.events, report.torn_bytes) == (2, 10)
+    assert await logged_event_ids(store) == Counter(e.event_id for e in evs[:2])
+    assert spool_files(tmp_path) == []
+
+
+class FlakyStore(EventStore):
+    """Redis "goes away" after ``ok_calls`` append_many calls."""
+
+    def __init__(self, client: redis.Redis, ok_calls: int) -> None:
+        super().__init__(client, partitions=4)
+        self.ok_calls = ok_calls
+
+    async def append_many(
+        self, items: Iterable[AnyEvent | tuple[AnyEvent, str | None]]
+    ) -> list[AppendResult]:
+        if self.ok_calls == 0:
+            raise RedisConnectionError("Connection refused")
+        self.ok_calls -= 1
+        return await super().append_many(items)
+
+
+async def test_interrupted_drain_is_rerun_without_duplicates(
+    store: EventStore, client: redis.Redis, tmp_path: Path
+) -> None:
+    evs, records = spooled(10)
+    path = write_file(tmp_path, records)
+    with pytest.raises(RedisConnectionError):
+        await drain(FlakyStore(client, ok_calls=2), tmp_path, batch=3)
+    assert path.exists()  # kept: not everything was appended
+    assert sum((await logged_event_ids(store)).values()) == 6
+    report = await drain(store, tmp_path, batch=3)
+    assert (report.events, report.duplicates) == (4, 6)
+    assert not path.exists()
+    assert await logged_event_ids(store) == Counter(e.event_id for e in evs)
+
+
+async def test_a_live_writers_file_is_drained_only_after_rotation(
+    store: EventStore, tmp_path: Path
+) -> None:
+    writer = SpoolWriter(tmp_path)
+    evs, records = spooled(4)
+    await writer.write_many(records[:2])
+    assert (await drain(store, tmp_path)).files == 0  # still held by the writer
+    report = await drain(store, tmp_path, writer=writer)  # rotates first
+    assert (report.files, report.events) == (1, 2)
+    await writer.write_many(records[2:])  # goes to a new file
+    assert (await drain(store, tmp_path, writer=writer)).events == 2
+    assert await logged_event_ids(store) == Counter(e.event_id for e in evs)
+    assert spool_files(tmp_path) == []
+
+
+def test_spool_files_are_listed_oldest_first(tmp_path: Path) -> None:
+    _, records = spooled(3)
+    written = [write_file(tmp_path, [r]) for r in records]
+    (tmp_path / "crashed-before-rename.tmp").write_bytes(b"")
+    assert spool_files(tmp_path) == written
+
+
+async def test_drain_of_an_empty_or_missing_directory_does_nothing(
+    store: EventStore, tmp_path: Path
+) -> None:
+    assert await drain(store, tmp_path / "absent") == spool.DrainReport()
+    assert await drain(store, tmp_path) == spool.DrainReport()

@@ -1,0 +1,286 @@
+"""The local spool: pixel events fsynced to disk while Redis is unreachable, drained back later.
+
+Layout: ``<data dir>/spool/<uuid7 hex>.spool``, one append-only file per writer, names in creation
+order. A record is ``b"SP" | u32 payload length | u32 CRC-32 of payload | payload`` (big-endian),
+the payload the JSON array ``[idempotency_key, event]``. A crash can leave a torn last record;
+readers stop at the first record that is short or fails its CRC and report the bytes after it.
+A writer never appends after a failed write: it abandons that file and starts a new one. A file
+is created as ``<name>.tmp`` and renamed once locked; a crash in between leaves an empty ``.tmp``.
+
+A writer holds ``flock(LOCK_EX)`` on its file while it is open, so a drainer (in this or another
+process) drains only files no live writer holds: rotated ones and those of crashed processes.
+A file is deleted only after every record in it was appended, each with its idempotency key, so
+a drain that dies halfway is simply run again and finds the appended events to be duplicates.
+
+Every spooled event must carry a key and be routed to it: mint the impression id with
+``route=keys.key_route(tenant, key, n)`` (``EventStore.append`` scopes keys to a partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final, NamedTuple
+
+import msgspec
+import structlog
+
+from tracker import events
+from tracker.eventstore.store import EventStore
+from tracker.ids import new_uuid7_hex
+
+logger = structlog.get_logger()
+
+SUFFIX: Final = ".spool"
+_HEADER = struct.Struct(">2sII")  # magic, payload length, CRC-32 of the payload
+_MAGIC: Final = b"SP"
+MAX_PAYLOAD: Final = 16 * 1024 * 1024
+DRAIN_BATCH: Final = 500  # records per append_many call while draining
+
+
+class SpoolRecord(NamedTuple):
+    idempotency_key: str
+    event: bytes  # tracker.events.encode(event)
+
+
+class SpoolContents(NamedTuple):
+    records: list[SpoolRecord]
+    good_bytes: int  # length of the intact prefix
+    torn_bytes: int  # bytes after it: a record cut short by a crash (0 when the file is whole)
+
+
+class DrainReport(NamedTuple):
+    files: int = 0
+    events: int = 0  # appended now
+    duplicates: int = 0  # already in the log (an earlier, interrupted drain got them there)
+    torn_bytes: int = 0
+
+
+class SpoolCorrupt(Exception):
+    """A record with a valid CRC that does not decode: written by another version, not torn."""
+
+
+def spool_dir(data_dir: Path) -> Path:
+    return data_dir / "spool"
+
+
+def encode_record(record: SpoolRecord) -> bytes:
+    payload = msgspec.json.encode((record.idempotency_key, msgspec.Raw(record.event)))
+    return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+_record_decoder: Final = msgspec.json.Decoder(tuple[str, msgspec.Raw])
+
+
+def parse(data: bytes) -> SpoolContents:
+    """The intact records of a spool file's bytes, and how many bytes after them are torn."""
+    records: list[SpoolRecord] = []
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        if magic != _MAGIC or length > MAX_PAYLOAD or end > len(data):
+            break
+        payload = data[pos + _HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            break
+        try:
+            key, event = _record_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise SpoolCorrupt(f"record at byte {pos}: {exc}") from exc
+        records.append(SpoolRecord(key, bytes(event)))
+        pos = end
+    return SpoolContents(records, pos, len(data) - pos)
+
+
+def read_spool(path: Path) -> SpoolContents:
+    return parse(path.read_bytes())
+
+
+def _read_fd(fd: int) -> bytes | None:
+    """The file's bytes, or None when it was deleted meanwhile (another drainer finished it)."""
+    if os.fstat(fd).st_nlink == 0:
+        return None
+    with open(fd, "rb", closefd=False) as f:
+        return f.read()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    path.unlink()
+    _fsync_dir(path.parent)
+
+
+class _Pending(NamedTuple):
+    data: bytes
+    future: asyncio.Future[None]
+
+
+class SpoolWriter:
+    """Appends records durably: ``write_many`` returns once they are fsynced.
+
+    Calls made while a write is in flight are joined into the next one (group commit), so many
+    concurrent pixels share one write + fsync; the file work runs in a thread.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path: Path | None = None  # the file being written, None until the first write
+        self._fd: int | None = None
+        self._pending: list[_Pending] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def write_many(self, records: Sequence[SpoolRecord]) -> None:
+        """Append ``records`` and fsync; raise OSError when that failed (nothing is promised)."""
+        for record in records:
+            if not record.idempotency_key:
+                raise ValueError("a spooled event needs an idempotency key")
+        if not records:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(b"".join(map(encode_record, records)), future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        await asyncio.shield(future)  # a cancelled caller does not cancel the others' write
+
+    async def _run(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._write, b"".join(p.data for p in group))
+            except OSError as exc:
+                for item in group:
+                    item.future.set_exception(exc)
+            else:
+                for item in group:
+                    item.future.set_result(None)
+
+    def _open(self) -> int:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = new_uuid7_hex()
+        temp, path = self.directory / (name + ".tmp"), self.directory / (name + SUFFIX)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            # Locked before it gets a name drainers look at, so none can take it from us.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(temp, path)
+            _fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
+        self.path, self._fd = path, fd
+        return fd
+
+    def _write(self, data: bytes) -> None:
+        fd = self._fd if self._fd is not None else self._open()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            self._close()  # never append after a partial write: the next one starts a new file
+            raise
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # also releases the flock: the file becomes drainable
+        self._fd = None
+        self.path = None
+
+    async def rotate(self) -> None:
+        """Close the current file (after writes in flight) so a drainer can take it."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+        self._close()
+
+    async def close(self) -> None:
+        await self.rotate()
+
+
+def spool_files(directory: Path) -> list[Path]:
+    """Spool files, oldest first (names are time-ordered)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
+
+
+def _chunks(records: list[SpoolRecord], size: int) -> Iterator[list[SpoolRecord]]:
+    for start in range(0, len(records), size):
+        yield records[start : start + size]
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding the file's lock, or None when a live writer holds it (or it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport | None:
+    fd = _try_lock(path)
+    if fd is None:
+        return None
+    try:
+        data = await asyncio.to_thread(_read_fd, fd)
+        if data is None:
+            return None
+        contents = parse(data)
+        if contents.torn_bytes:
+            logger.warning("spool_torn_tail", path=str(path), torn_bytes=contents.torn_bytes)
+        appended = duplicates = 0
+        for chunk in _chunks(contents.records, batch):
+            items = [(events.decode(r.event), r.idempotency_key) for r in chunk]
+            results = await store.append_many(items)
+            dup = sum(r.duplicate for r in results)
+            duplicates += dup
+            appended += len(results) - dup
+        await asyncio.to_thread(_remove, path)
+    finally:
+        os.close(fd)
+    logger.info(
+        "spool_drained",
+        path=str(path),
+        events=appended,
+        duplicates=duplicates,
+        torn_bytes=contents.torn_bytes,
+    )
+    return DrainReport(1, appended, duplicates, contents.torn_bytes)
+
+
+async def drain(
+    store: EventStore,
+    directory: Path,
+    *,
+    writer: SpoolWriter | None = None,
+    batch: int = DRAIN_BATCH,
+) -> DrainReport:
+    """Re-append every drainable spool file through ``store``, oldest first, deleting each file
+    once all its records are in the log. Raises what ``append_many`` raises (files stay)."""
+    if writer is not None:
+        await writer.rotate()
+    total = DrainReport()
+    for path in spool_files(directory):
+        report = await _drain_file(store, path, batch)
+        if report is not None:
+            total = DrainReport(*(a + b for a, b in zip(total, report, strict=True)))
+    return total
