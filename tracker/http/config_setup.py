@@ -8,6 +8,7 @@ from tracker.config.live import LIVE_CONFIG, LiveConfig, live_config_ctx
 from tracker.config.writer import CONFIG_WRITER, ConfigWriter
 from tracker.eventstore.store import EventStore
 from tracker.http.config_api import config_routes
+from tracker.http.eligibility_api import get_eligibility
 from tracker.http.imptracker import imptracker_routes
 
 
@@ -18,3 +19,4 @@ def setup_config(app: web.Application, store: EventStore) -> None:
     app.cleanup_ctx.append(live_config_ctx)
     app.router.add_routes(config_routes())
     app.router.add_routes(imptracker_routes())
+    app.router.add_get("/eligibility", get_eligibility, allow_head=False)

@@ -175,3 +175,30 @@ def _linked_reason(
     if obj.state != "active":
         return inactive
     return ""
+
+
+MESSAGES: Final[dict[str, str]] = {
+    "": "eligible: impressions are counted",
+    UNKNOWN_OFFER: "no such offer",
+    OFFER_DELETED: "the offer was deleted",
+    OFFER_NOT_ACTIVE: "the offer is not active (paused or stopped)",
+    IMPRESSIONS_NOT_ALLOWED: "the offer's allow_impressions is off",
+    ADVERTISER_DELETED: "the advertiser was deleted",
+    ADVERTISER_INACTIVE: "the advertiser is inactive",
+    UNKNOWN_AFFILIATE: "no such affiliate in the offer's network",
+    AFFILIATE_DELETED: "the affiliate was deleted",
+    AFFILIATE_NOT_ACTIVE: "the affiliate is not active (inactive or suspended)",
+    AFFILIATE_DISABLED: "the affiliate is disabled from the offer",
+    AFFILIATE_NOT_ENABLED: "the offer is not public and the affiliate is not enabled for it",
+    ADVERTISER_DISABLED_AFFILIATE: "the advertiser disabled this affiliate",
+    UNKNOWN_TRACKER: "no such impression tracker",
+    AMBIGUOUS_TRACKER_CODE: "several advertisers' trackers use this code: use the id",
+    TRACKER_DELETED: "the impression tracker was deleted",
+    TRACKER_INACTIVE: "the impression tracker is inactive",
+    LINE_ITEM_DELETED: "the tracker's line item was deleted",
+    LINE_ITEM_INACTIVE: "the tracker's line item is inactive",
+    PUBLISHER_DELETED: "the tracker's publisher was deleted",
+    PUBLISHER_INACTIVE: "the tracker's publisher is inactive",
+    PLACEMENT_DELETED: "the tracker's placement was deleted",
+    PLACEMENT_INACTIVE: "the tracker's placement is inactive",
+}
