@@ -84,5 +84,5 @@ def create_app(store: EventStore, settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    setup_config(app, store)
+    setup_config(app, store, settings)
     return app

@@ -67,16 +67,21 @@ def xandr(handler: XandrHandler) -> Callable[[web.Request], Awaitable[web.Respon
         try:
             body = await handler(request)
         except ApiError as exc:
-            error_id = ERROR_IDS.get(exc.status, "SYNTAX")
-            if exc.code in ("invalid_reference", "name_taken"):
-                error_id = "INTEGRITY"
-            status = 400 if exc.status == 422 else exc.status
-            return web.json_response(
-                {"response": {"error_id": error_id, "error": exc.message}}, status=status
-            )
+            return xandr_error(exc)
         return web.json_response({"response": {"status": "OK", **body}})
 
     return wrapped
+
+
+def xandr_error(exc: ApiError) -> web.Response:
+    """``{"response": {"error_id", "error"}}`` with the matching 4xx (5xx) status."""
+    error_id = ERROR_IDS.get(exc.status, "SYNTAX")
+    if exc.code in ("invalid_reference", "name_taken"):
+        error_id = "INTEGRITY"
+    status = 400 if exc.status == 422 else exc.status
+    return web.json_response(
+        {"response": {"error_id": error_id, "error": exc.message}}, status=status
+    )
 
 
 def member_id(tenant: str) -> int | str:
