@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from structlog.testing import capture_logs
 
 from tests.factories import impression
 from tests.faults.proxy import ReplyDroppingProxy
+from tracker.events import ImpressionSeen
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
-from tracker.eventstore.store import EventStore
+from tracker.eventstore.store import Claim, EventStore
 
 
 async def test_retried_group_append_is_not_duplicated(any_server: EmbeddedRedis) -> None:
@@ -56,4 +58,27 @@ async def test_retried_keyed_append_reports_the_right_duplicates(any_server: Emb
     finally:
         await client.aclose()
         await direct.aclose()
+        await proxy.stop()
+
+
+async def test_retried_claims_report_the_alternates(any_server: EmbeddedRedis) -> None:
+    proxy = ReplyDroppingProxy(any_server.port, drops=1)
+    await proxy.start()
+    client = connect(f"redis://127.0.0.1:{proxy.port}/0")
+    try:
+        store = EventStore(client, partitions=4)
+
+        def hit() -> tuple[ImpressionSeen, Claim]:
+            event = impression(key="o1:i1", external_imp_id="i1")
+            dup = msgspec.structs.replace(event, verdict="not_counted", reason="duplicate_imp_id")
+            return event, Claim("o1:i1", 60, dup)
+
+        calls = [hit() for _ in range(3)]
+        results = await asyncio.gather(*(store.append(e, claim=c) for e, c in calls))
+        assert proxy.dropped == 1
+        assert [r.alternate for r in results] == [False, True, True]
+        stored = await store.read(results[0].partition)
+        assert [s.entry_id for s in stored] == [r.entry_id for r in results]
+    finally:
+        await client.aclose()
         await proxy.stop()

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 import redis.asyncio as redis
 
 from tests.factories import configured, conversion, impression
+from tracker.events import ImpressionSeen
 from tracker.eventstore import keys
-from tracker.eventstore.store import EventStore, PartitionMismatch
+from tracker.eventstore.connection import connect
+from tracker.eventstore.embedded import free_port
+from tracker.eventstore.store import (
+    AppendUncertain,
+    Claim,
+    EventStore,
+    PartitionMismatch,
+    as_str,
+)
 
 
 async def test_append_then_read_back(store: EventStore) -> None:
@@ -118,3 +128,54 @@ async def test_read_after_position_is_exclusive(store: EventStore) -> None:
     ids = [(await store.append(impression(impression_id="d" * 32))).entry_id for _ in range(3)]
     after = await store.read(part, after=ids[0])
     assert [s.entry_id for s in after] == ids[1:]
+
+
+async def test_claim_appends_the_alternative_after_the_first(store: EventStore) -> None:
+    def hit(verdict: str = "counted") -> ImpressionSeen:
+        return impression(key="offer7:imp-1", verdict=verdict, external_imp_id="imp-1")
+
+    def claimed() -> Claim:
+        dup = hit("not_counted")
+        return Claim("offer7:imp-1", 86400, msgspec.structs.replace(dup, reason="duplicate_imp_id"))
+
+    first = await store.append(hit(), claim=claimed())
+    second, third = await asyncio.gather(
+        store.append(hit(), claim=claimed()), store.append(hit(), claim=claimed())
+    )
+    assert (first.alternate, second.alternate, third.alternate) == (False, True, True)
+    stored = await store.read(first.partition)
+    assert [(s.event.verdict, s.event.reason) for s in stored] == [  # type: ignore[union-attr]
+        ("counted", ""),
+        ("not_counted", "duplicate_imp_id"),
+        ("not_counted", "duplicate_imp_id"),
+    ]
+
+
+async def test_claim_alternative_must_share_the_partition(store: EventStore) -> None:
+    a = impression(key="x")
+    other = next(
+        e
+        for e in (impression() for _ in range(100))
+        if store.partition_of(e) != store.partition_of(a)
+    )
+    with pytest.raises(ValueError, match="same partition"):
+        await store.append(a, claim=Claim("x", 10, other))
+
+
+async def test_unreachable_redis_makes_the_append_uncertain() -> None:
+    client = connect(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        store = EventStore(client, partitions=4)
+        with pytest.raises(AppendUncertain) as info:
+            await store.append(impression())
+        assert info.value.group_token.startswith("tracker:{p")
+    finally:
+        await client.aclose()
+
+
+async def test_group_ran_tells_whether_a_call_landed(store: EventStore) -> None:
+    await store.append(impression())
+    tokens = [k async for k in store.client.scan_iter(match="tracker:*:gtok:*")]
+    assert len(tokens) == 1
+    assert await store.group_ran(as_str(tokens[0]))
+    assert not await store.group_ran("tracker:{p0}:gtok:never")

@@ -32,6 +32,11 @@ def group_token(part: str, token: str) -> str:
     return f"{PREFIX}:{{{part}}}:gtok:{token}"
 
 
+def claim(part: str, name: str) -> str:
+    """A first-of-its-kind claim (see scripts.APPEND), e.g. ``imp:OFFER:IMP_ID``."""
+    return f"{PREFIX}:{{{part}}}:claim:{name}"
+
+
 def checkpoint(part: str, projection: str) -> str:
     return f"{PREFIX}:{{{part}}}:ckpt:{projection}"
 

@@ -4,40 +4,50 @@ from __future__ import annotations
 
 from typing import Final
 
-# KEYS[1] stream, KEYS[2] group token, KEYS[3..] idempotency keys.
-# ARGV[1] idempotency ttl (s), ARGV[2] token ttl (s), ARGV[3] n, then n pairs: key index (0 = none),
-# payload. Returns one string per event: the new entry id, or "=" .. original id for a duplicate.
-# A re-sent call (client retry after a lost reply) finds its token and returns {"replay", saved}:
-# "<first new id> <count new> <i>=<dup id> ..." (entries of one call are consecutive in the stream).
+# KEYS[1] stream, KEYS[2] group token, KEYS[3..] idempotency and claim keys.
+# ARGV[1] idempotency ttl (s), ARGV[2] token ttl (s), ARGV[3] n, then 5 fields per event:
+# idempotency key index (0 = none), claim key index (0 = none), claim ttl (s), payload, alternative.
+# A claim is "first of its kind within ttl" (e.g. an affiliate's imp_id per offer for 24 h): the
+# first event takes it and is appended as is; later ones are appended as their alternative payload.
+# Returns one string per event: the new entry id; "=" .. original id for a duplicate key;
+# "!" .. id when the alternative was appended. A re-sent call (client retry after a lost reply)
+# finds its token and returns {"replay", saved}: "<first new id> <count new> <i>=<id> <i>! ..."
+# (the entries of one call are consecutive in the stream).
 APPEND: Final = """
 local saved = redis.call('GET', KEYS[2])
 if saved then return {'replay', saved} end
 local n = tonumber(ARGV[3])
 local prev = {}
 for i = 1, n do  -- every read first: an error (e.g. WRONGTYPE) aborts before anything is written
-  local ki = tonumber(ARGV[2 + 2 * i])
+  local ki = tonumber(ARGV[5 * i - 1])
   if ki > 0 then prev[i] = redis.call('GET', KEYS[ki]) else prev[i] = false end
 end
-local out, dups, seen = {}, {}, {}
+local out, notes, seen = {}, {}, {}
 local first, nnew = '-', 0
 for i = 1, n do
-  local ki = tonumber(ARGV[2 + 2 * i])
+  local base = 5 * i - 1
+  local ki, ci = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
   local dup = prev[i] or (ki > 0 and seen[ki])
   if dup then
     out[i] = '=' .. dup
-    dups[#dups + 1] = i .. '=' .. dup
+    notes[#notes + 1] = i .. '=' .. dup
   else
-    local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[3 + 2 * i])
+    local payload, mark = ARGV[base + 3], ''
+    if ci > 0 and not redis.call('SET', KEYS[ci], '1', 'NX', 'EX', ARGV[base + 2]) then
+      payload, mark = ARGV[base + 4], '!'
+      notes[#notes + 1] = i .. '!'
+    end
+    local id = redis.call('XADD', KEYS[1], '*', 'event', payload)
     if ki > 0 then
       redis.call('SET', KEYS[ki], id, 'EX', ARGV[1])
       seen[ki] = id
     end
     if nnew == 0 then first = id end
     nnew = nnew + 1
-    out[i] = id
+    out[i] = mark .. id
   end
 end
-redis.call('SET', KEYS[2], first .. ' ' .. nnew .. ' ' .. table.concat(dups, ' '), 'EX', ARGV[2])
+redis.call('SET', KEYS[2], first .. ' ' .. nnew .. ' ' .. table.concat(notes, ' '), 'EX', ARGV[2])
 return out
 """
 

@@ -9,7 +9,9 @@ from typing import Any, Final, NamedTuple
 
 import redis.asyncio as redis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker import events
 from tracker.events import AnyEvent
@@ -18,6 +20,7 @@ from tracker.eventstore import keys, scripts
 logger = structlog.get_logger()
 
 GROUP_TOKEN_TTL_S: Final = 300  # outlives any client retry of one script call
+RETRYABLE: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 MAX_GROUP: Final = 500  # events per append script call (bounds the time Redis spends in one script)
 
 
@@ -31,6 +34,27 @@ class AppendResult(NamedTuple):
     partition: str
     entry_id: str
     duplicate: bool  # True: the idempotency key was seen before; entry_id is the original
+    alternate: bool = False  # True: the claim was taken, so the alternative event was appended
+
+
+class Claim(NamedTuple):
+    """Append ``otherwise`` instead of the event when ``name`` was claimed within ``ttl_s``."""
+
+    name: str
+    ttl_s: int
+    otherwise: AnyEvent
+
+
+class AppendUncertain(Exception):
+    """The append call failed in a way that leaves open whether Redis ran it (connection lost,
+    timeout) after the client's retries. ``group_token`` is the call's token key: while it exists
+    (GROUP_TOKEN_TTL_S), it proves the call ran; see ``EventStore.group_ran``."""
+
+    def __init__(self, cause: Exception, partition: str, group_token: str) -> None:
+        super().__init__(f"append to {partition} uncertain: {cause}")
+        self.cause = cause
+        self.partition = partition
+        self.group_token = group_token
 
 
 class Op(NamedTuple):
@@ -45,6 +69,14 @@ class PartitionMismatch(Exception):
     """TRACKER_PARTITIONS differs from the count the log was created with."""
 
 
+def _result(part: str, raw: str) -> AppendResult:
+    if raw.startswith("="):
+        return AppendResult(part, raw[1:], duplicate=True)
+    if raw.startswith("!"):
+        return AppendResult(part, raw[1:], duplicate=False, alternate=True)
+    return AppendResult(part, raw, duplicate=False)
+
+
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -52,6 +84,7 @@ def as_str(value: Any) -> str:
 class _Pending(NamedTuple):
     payload: bytes
     idempotency_key: str | None
+    claim: tuple[str, int, bytes] | None  # name, ttl, alternative payload
     future: asyncio.Future[AppendResult]
 
 
@@ -115,13 +148,23 @@ class EventStore:
     def partition_of(self, event: AnyEvent) -> str:
         return keys.partition_of(event, self.partition_count)
 
-    async def append(self, event: AnyEvent, idempotency_key: str | None = None) -> AppendResult:
+    async def append(
+        self, event: AnyEvent, idempotency_key: str | None = None, *, claim: Claim | None = None
+    ) -> AppendResult:
         """Append one event; with a key, a repeat returns the original entry (duplicate=True).
 
         Keys are scoped to a partition: an event with a key must be routed to
-        ``keys.key_route(tenant, key, n)`` (mint its impression id with that route).
+        ``keys.key_route(tenant, key, n)`` (mint its impression id with that route). A claim, too,
+        lives in the event's partition: route the event by the claim's name.
+        Raises AppendUncertain when the outcome is unknown (connection lost after retries).
         """
-        return await self._enqueue(self.partition_of(event), events.encode(event), idempotency_key)
+        part = self.partition_of(event)
+        raw_claim = None
+        if claim is not None:
+            if self.partition_of(claim.otherwise) != part:
+                raise ValueError("a claim's alternative event must be in the same partition")
+            raw_claim = (claim.name, claim.ttl_s, events.encode(claim.otherwise))
+        return await self._enqueue(part, events.encode(event), idempotency_key, raw_claim)
 
     async def append_many(
         self, items: Iterable[AnyEvent | tuple[AnyEvent, str | None]]
@@ -130,15 +173,19 @@ class EventStore:
         futures = []
         for item in items:
             event, key = item if isinstance(item, tuple) else (item, None)
-            futures.append(self._enqueue(self.partition_of(event), events.encode(event), key))
+            futures.append(self._enqueue(self.partition_of(event), events.encode(event), key, None))
         return list(await asyncio.gather(*futures))
 
     def _enqueue(
-        self, part: str, payload: bytes, idempotency_key: str | None
+        self,
+        part: str,
+        payload: bytes,
+        idempotency_key: str | None,
+        claim: tuple[str, int, bytes] | None,
     ) -> asyncio.Future[AppendResult]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
-        self._pending.setdefault(part, []).append(_Pending(payload, idempotency_key, future))
+        self._pending.setdefault(part, []).append(_Pending(payload, idempotency_key, claim, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush_all)
@@ -154,11 +201,12 @@ class EventStore:
                 task.add_done_callback(self._inflight.discard)
 
     async def _flush(self, part: str, items: list[_Pending]) -> None:
+        token = keys.group_token(part, secrets.token_hex(12))
         try:
-            results = await self._append_group(
-                part, [(p.payload, p.idempotency_key) for p in items]
-            )
+            results = await self._append_group(part, token, items)
         except Exception as exc:  # fails exactly the callers of this group
+            if isinstance(exc, RETRYABLE):
+                exc = AppendUncertain(exc, part, token)
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(exc)
@@ -168,41 +216,58 @@ class EventStore:
                 item.future.set_result(result)
 
     async def _append_group(
-        self, part: str, items: Sequence[tuple[bytes, str | None]]
+        self, part: str, token: str, items: Sequence[_Pending]
     ) -> list[AppendResult]:
         stream = keys.stream(part)
-        token = keys.group_token(part, secrets.token_hex(12))
         script_keys = [stream, token]
         args: list[Any] = [self.idempotency_ttl_s, GROUP_TOKEN_TTL_S, len(items)]
-        key_index: dict[str, int] = {}  # one KEYS slot per distinct key: repeats in a group match
-        for payload, key in items:
-            if key is None:
-                args += [0, payload]
-                continue
-            if key not in key_index:
-                script_keys.append(keys.idempotency(part, key))
-                key_index[key] = len(script_keys)
-            args += [key_index[key], payload]
+        index: dict[str, int] = {}  # one KEYS slot per distinct key: repeats in a group match
+
+        def slot(name: str) -> int:
+            if name not in index:
+                script_keys.append(name)
+                index[name] = len(script_keys)
+            return index[name]
+
+        for item in items:
+            key = item.idempotency_key
+            ki = 0 if key is None else slot(keys.idempotency(part, key))
+            if item.claim is None:
+                args += [ki, 0, 0, item.payload, b""]
+            else:
+                name, ttl_s, alternative = item.claim
+                args += [ki, slot(keys.claim(part, name)), ttl_s, item.payload, alternative]
         reply = await self._append_script(self.client, script_keys, args)
         raw = [as_str(x) for x in reply]
         if raw and raw[0] == "replay" and len(raw) == 2:
             raw = await self._replayed(stream, raw[1], len(items))
-        return [
-            AppendResult(part, r[1:], True) if r.startswith("=") else AppendResult(part, r, False)
-            for r in raw
-        ]
+        return [_result(part, r) for r in raw]
+
+    async def group_ran(self, group_token: str) -> bool:
+        """Whether the append call with this token ran (within GROUP_TOKEN_TTL_S of it)."""
+        return bool(await self.client.exists(group_token))
 
     async def _replayed(self, stream: str, saved: str, n: int) -> list[str]:
         """Rebuild the reply of a call that already ran (its reply was lost, the call re-sent)."""
-        first, count, *dup_fields = saved.split(" ")
-        dups = {int(i): "=" + v for i, _, v in (d.partition("=") for d in dup_fields if d)}
+        first, count, *notes = saved.split(" ")
+        dups: dict[int, str] = {}
+        alternates: set[int] = set()
+        for note in filter(None, notes):
+            if note.endswith("!"):
+                alternates.add(int(note[:-1]))
+            else:
+                i, _, entry_id = note.partition("=")
+                dups[int(i)] = "=" + entry_id
         new_ids: list[str] = []
         if int(count):
             entries = await self.client.xrange(stream, min=first, max="+", count=int(count))
             new_ids = [as_str(entry_id) for entry_id, _ in entries or []]
         fresh = iter(new_ids)
         logger.info("append_replayed", stream=stream, events=n)
-        return [dups[i] if i in dups else next(fresh) for i in range(1, n + 1)]
+        return [
+            dups[i] if i in dups else ("!" if i in alternates else "") + next(fresh)
+            for i in range(1, n + 1)
+        ]
 
     async def drain(self) -> None:
         """Wait until every append issued so far has its answer (used on shutdown)."""
