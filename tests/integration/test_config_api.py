@@ -330,3 +330,65 @@ async def test_token_cli_create_list_revoke(
     assert bearer.startswith(f"trk_{token_id}_")
     await token_cli.run(store, argparse.Namespace(token_command="revoke", id=token_id))
     assert (await api.get("/publishers", headers=h)).status == 401
+
+
+async def test_read_your_writes_across_processes(store: EventStore) -> None:
+    """A write through one web process is visible at once to a read through another."""
+    from aiohttp.test_utils import TestServer
+
+    from tests.integration.config_support import SETTINGS
+    from tracker.http.app import create_app
+
+    h = await make_token(store)
+    async with (
+        TestClient(TestServer(create_app(store, SETTINGS))) as a,
+        TestClient(TestServer(create_app(store, SETTINGS))) as b,
+    ):
+        for i in range(20):
+            created = await ok(await a.post("/affiliates", json={"name": f"f{i}"}, headers=h), 201)
+            assert await ok(await b.get(f"/affiliates/{created['id']}", headers=h)) == created
+            changed = await ok(
+                await b.patch(
+                    f"/affiliates/{created['id']}",
+                    json={"version": 1, "status": "inactive"},
+                    headers=h,
+                )
+            )
+            assert await ok(await a.get(f"/affiliates/{created['id']}", headers=h)) == changed
+
+
+def test_token_cli_end_to_end(redis_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REDIS_URL": redis_url, "TRACKER_LOG_LEVEL": "warning"}
+    cmd = [sys.executable, "-m", "tracker", "token"]
+    made = subprocess.run(
+        [*cmd, "create", "--tenant", "cli-t", "--role", "advertiser:3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    bearer = made.stdout.strip()
+    assert bearer.startswith("trk_")
+    token_id = bearer.split("_")[1]
+    listed = subprocess.run(
+        [*cmd, "list", "--tenant", "cli-t"], env=env, capture_output=True, text=True, check=True
+    )
+    assert f"{token_id}  cli-t  advertiser:3  active" in listed.stdout
+    assert bearer not in listed.stdout
+    revoked = subprocess.run(
+        [*cmd, "revoke", token_id], env=env, capture_output=True, text=True, check=True
+    )
+    assert "revoked" in revoked.stdout
+    bad = subprocess.run(
+        [*cmd, "create", "--tenant", "t", "--role", "root"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert "--role" in bad.stderr
+    missing = subprocess.run(
+        [*cmd, "revoke", "feedfeedfeedfeed"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 2
