@@ -15,6 +15,7 @@ T = TypeVar("T")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("auto", "json", "console")
 APPENDFSYNC: Final = ("everysec", "always")
+PRIVACY_POLICIES: Final = ("strict", "permissive")
 
 
 class SettingsError(Exception):
@@ -34,6 +35,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_seconds: int = 7 * 24 * 3600  # TRACKER_IDEMPOTENCY_TTL_SECONDS
     batch_size: int = 500  # TRACKER_BATCH_SIZE: events per actor step / append script call
     public_url: str = ""  # TRACKER_PUBLIC_URL: base of exported tags; "" = http://HOST:PORT
+    secret_key: str = ""  # TRACKER_SECRET_KEY: signs impression ids; "" = one shared via Redis
+    privacy_policy: str = "strict"  # TRACKER_PRIVACY_POLICY: strict | permissive
+    trust_forwarded: bool = False  # TRACKER_TRUST_FORWARDED: client IP from X-Forwarded-For
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             batch_size=_get(env, "TRACKER_BATCH_SIZE", _int_in(1, 10_000), 500),
             public_url=_get(env, "TRACKER_PUBLIC_URL", _public_url, ""),
+            secret_key=_get(env, "TRACKER_SECRET_KEY", _secret, ""),
+            privacy_policy=_get(env, "TRACKER_PRIVACY_POLICY", _choice(PRIVACY_POLICIES), "strict"),
+            trust_forwarded=_get(env, "TRACKER_TRUST_FORWARDED", _flag, False),
         )
 
 
@@ -102,3 +109,18 @@ def _public_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError("expected an absolute http:// or https:// URL without query or fragment")
     return raw.strip().rstrip("/")
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 32:
+        raise ValueError("expected at least 32 characters (e.g. `openssl rand -hex 32`)")
+    return raw
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")

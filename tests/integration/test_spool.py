@@ -245,3 +245,26 @@ async def test_drain_of_an_empty_or_missing_directory_does_nothing(
 ) -> None:
     assert await drain(store, tmp_path / "absent") == spool.DrainReport()
     assert await drain(store, tmp_path) == spool.DrainReport()
+
+
+async def test_drain_skips_events_whose_uncertain_append_landed(
+    tmp_path: Path, store: EventStore
+) -> None:
+    landed = impression()
+    lost = impression()
+    await store.append(landed)  # ran, but (say) its reply never arrived
+    [token] = [k.decode() async for k in store.client.scan_iter(match="tracker:*:gtok:*")]
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many(
+        [
+            SpoolRecord(landed.impression_id, events.encode(landed), token),
+            SpoolRecord(lost.impression_id, events.encode(lost), "tracker:{p0}:gtok:expired"),
+        ]
+    )
+    report = await spool.drain(store, tmp_path, writer=writer)
+    await writer.close()
+    assert (report.events, report.duplicates) == (1, 1)
+    stored = [s.event for p in store.partitions for s in await store.read(p)]
+    assert sorted(e.impression_id for e in stored) == sorted(  # type: ignore[union-attr]
+        [landed.impression_id, lost.impression_id]
+    )

@@ -46,6 +46,8 @@ DRAIN_BATCH: Final = 500  # records per append_many call while draining
 class SpoolRecord(NamedTuple):
     idempotency_key: str
     event: bytes  # tracker.events.encode(event)
+    group_token: str = ""  # the failed append call's token (AppendUncertain): if it exists, the
+    # call ran after all and the event is already in the log, appended without this key
 
 
 class SpoolContents(NamedTuple):
@@ -70,11 +72,20 @@ def spool_dir(data_dir: Path) -> Path:
 
 
 def encode_record(record: SpoolRecord) -> bytes:
-    payload = msgspec.json.encode((record.idempotency_key, msgspec.Raw(record.event)))
+    fields: tuple[object, ...] = (record.idempotency_key, msgspec.Raw(record.event))
+    if record.group_token:
+        fields += (record.group_token,)
+    payload = msgspec.json.encode(fields)
     return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-_record_decoder: Final = msgspec.json.Decoder(tuple[str, msgspec.Raw])
+class _Record(msgspec.Struct, array_like=True):
+    key: str
+    event: msgspec.Raw
+    group_token: str = ""  # absent in records of calls without a token
+
+
+_record_decoder: Final = msgspec.json.Decoder(_Record)
 
 
 def parse(data: bytes) -> SpoolContents:
@@ -90,10 +101,10 @@ def parse(data: bytes) -> SpoolContents:
         if zlib.crc32(payload) != crc:
             break
         try:
-            key, event = _record_decoder.decode(payload)
+            record = _record_decoder.decode(payload)
         except msgspec.DecodeError as exc:
             raise SpoolCorrupt(f"record at byte {pos}: {exc}") from exc
-        records.append(SpoolRecord(key, bytes(event)))
+        records.append(SpoolRecord(record.key, bytes(record.event), record.group_token))
         pos = end
     return SpoolContents(records, pos, len(data) - pos)
 
@@ -249,11 +260,16 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
             logger.warning("spool_torn_tail", path=str(path), torn_bytes=contents.torn_bytes)
         appended = duplicates = 0
         for chunk in _chunks(contents.records, batch):
-            items = [(events.decode(r.event), r.idempotency_key) for r in chunk]
+            landed = await _landed(store, chunk)
+            items = [
+                (events.decode(r.event), r.idempotency_key)
+                for r in chunk
+                if r.group_token not in landed
+            ]
             results = await store.append_many(items)
-            dup = sum(r.duplicate for r in results)
+            dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
             duplicates += dup
-            appended += len(results) - dup
+            appended += len(chunk) - dup
         await asyncio.to_thread(_remove, path)
     finally:
         os.close(fd)
@@ -265,6 +281,12 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
         torn_bytes=contents.torn_bytes,
     )
     return DrainReport(1, appended, duplicates, contents.torn_bytes)
+
+
+async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[str]:
+    """Tokens of failed append calls that ran after all (their events are in the log)."""
+    tokens = sorted({r.group_token for r in records if r.group_token})
+    return {t for t in tokens if await store.group_ran(t)}
 
 
 async def drain(
