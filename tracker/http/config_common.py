@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from tracker.config import auth
@@ -15,6 +16,8 @@ from tracker.config.live import LIVE_CONFIG, ConfigUnavailable
 from tracker.config.writer import CONFIG_WRITER, NameTaken, VersionConflict
 from tracker.http.errors import ApiError
 from tracker.projections.config import ConfigState
+
+logger = structlog.get_logger()
 
 
 async def authenticate(request: web.Request) -> Principal:
@@ -88,6 +91,14 @@ async def save(
         ) from None
     except NameTaken as exc:
         raise ApiError(409, "name_taken", f"already used by {kind} {exc.owner}") from None
+    logger.info(
+        "config_changed",
+        kind=kind,
+        object_id=stored.id,
+        version=stored.version,
+        position=position,
+        actor=principal.token_id,
+    )
     try:
         await request.app[LIVE_CONFIG].wait_for(position)
     except ConfigUnavailable as exc:
