@@ -43,6 +43,7 @@ async def _store(server: EmbeddedRedis) -> AsyncIterator[EventStore]:
     store = EventStore(client, partitions=4)
     await store.check_partitions()
     yield store
+    await store.drain()
     await client.aclose()
 
 

@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 from tests.factories import impression
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
-from tracker.eventstore.store import EventStore
+from tracker.eventstore.store import AppendUncertain, EventStore
 
 PLANNED = 20_000
 WRITERS = 64
@@ -28,7 +28,7 @@ async def test_acknowledged_appends_survive_kill9(
             event = impression()
             try:
                 result = await any_store.append(event)
-            except (RedisError, OSError):
+            except (AppendUncertain, RedisError, OSError):
                 failed += 1
                 return
             acked.append((result.partition, result.entry_id, event.impression_id))

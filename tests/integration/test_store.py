@@ -179,3 +179,16 @@ async def test_group_ran_tells_whether_a_call_landed(store: EventStore) -> None:
     assert len(tokens) == 1
     assert await store.group_ran(as_str(tokens[0]))
     assert not await store.group_ran("tracker:{p0}:gtok:never")
+
+
+async def test_a_redis_stall_queues_appends_instead_of_failing_them(
+    store: EventStore, client: redis.Redis
+) -> None:
+    await client.client_pause(300, all=False)  # writes wait 300 ms
+    calls = []
+    for _ in range(40):  # 400 appends arriving over 40 ticks while Redis is paused
+        calls += [asyncio.ensure_future(store.append(impression())) for _ in range(10)]
+        await asyncio.sleep(0.005)
+    results = await asyncio.gather(*calls)
+    # Every one lands: unbounded concurrent script calls would exhaust the 64-connection pool.
+    assert len({(r.partition, r.entry_id) for r in results}) == 400

@@ -10,7 +10,7 @@ from typing import Any, Final, NamedTuple
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker import events
@@ -21,7 +21,8 @@ logger = structlog.get_logger()
 
 GROUP_TOKEN_TTL_S: Final = 300  # outlives any client retry of one script call
 RETRYABLE: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
-MAX_GROUP: Final = 500  # events per append script call (bounds the time Redis spends in one script)
+MAX_GROUP: Final = 500  # events per append script call (bounds Redis's time in one script)
+MAX_INFLIGHT: Final = 2  # script calls in flight per partition (the rest queue into bigger groups)
 
 
 class StoredEvent(NamedTuple):
@@ -130,6 +131,7 @@ class EventStore:
         self._pending: dict[str, list[_Pending]] = {}
         self._flush_scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._busy: dict[str, int] = {}  # partition -> script calls in flight
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -192,25 +194,43 @@ class EventStore:
         return future
 
     def _flush_all(self) -> None:
+        """Start a script call for every partition with queued appends and a free call slot.
+
+        At most MAX_INFLIGHT calls per partition are in flight: what arrives meanwhile waits and
+        goes in the next call, so groups grow with load and a Redis stall queues appends instead
+        of exhausting the connection pool.
+        """
         self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for part, items in pending.items():
-            for start in range(0, len(items), self.max_group):
-                task = asyncio.create_task(self._flush(part, items[start : start + self.max_group]))
+        for part in list(self._pending):
+            while self._pending.get(part) and self._busy.get(part, 0) < MAX_INFLIGHT:
+                items = self._pending[part][: self.max_group]
+                del self._pending[part][: self.max_group]
+                if not self._pending[part]:
+                    del self._pending[part]
+                self._busy[part] = self._busy.get(part, 0) + 1
+                task = asyncio.create_task(self._flush(part, items))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+
+    def _release(self, part: str) -> None:
+        self._busy[part] -= 1
+        if self._pending.get(part) and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_all)
 
     async def _flush(self, part: str, items: list[_Pending]) -> None:
         token = keys.group_token(part, secrets.token_hex(12))
         try:
             results = await self._append_group(part, token, items)
         except Exception as exc:  # fails exactly the callers of this group
-            if isinstance(exc, RETRYABLE):
-                exc = AppendUncertain(exc, part, token)
+            if isinstance(exc, RETRYABLE) and not isinstance(exc, MaxConnectionsError):
+                exc = AppendUncertain(exc, part, token)  # it may have run: the token will tell
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        finally:
+            self._release(part)
         for item, result in zip(items, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)
@@ -272,11 +292,12 @@ class EventStore:
     async def drain(self) -> None:
         """Wait until every append issued so far has its answer (used on shutdown)."""
         while self._pending or self._inflight or self._flush_scheduled:
-            await asyncio.sleep(0) if self._flush_scheduled else None
             if self._inflight:
                 await asyncio.gather(*list(self._inflight), return_exceptions=True)
-            elif self._pending and not self._flush_scheduled:
-                self._flush_all()
+            else:
+                await asyncio.sleep(0)
+                if self._pending and not self._flush_scheduled:
+                    self._flush_all()
 
     # -- reading --------------------------------------------------------------------------------
 
