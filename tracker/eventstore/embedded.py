@@ -125,7 +125,9 @@ class EmbeddedRedis:
     def wait_ready(self, timeout_s: float = 60.0) -> str:
         assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout_s
-        while not _answers(self.url):
+        # The answer must come from our process: a free port can be taken by another server
+        # between choosing it and binding it.
+        while _server_pid(self.url) != self.process.pid or not _answers(self.url):
             if self.process.poll() is not None:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
@@ -166,6 +168,17 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _server_pid(url: str) -> int | None:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            return int(client.info("server")["process_id"])
+        finally:
+            client.close()
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError, KeyError):
+        return None
 
 
 def _answers(url: str) -> bool:
