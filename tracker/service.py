@@ -79,7 +79,7 @@ async def actor_main(settings: Settings, name: str) -> None:
     stopping = asyncio.Event()
     install_stop_handlers(stopping)
     async with open_store(settings, await resolve_redis_url(settings)) as store:
-        await run_actor(name, store, stopping, batch_size=settings.batch_size)
+        await run_actor(name, store, stopping, batch_size=settings.batch_size, settings=settings)
 
 
 async def redis_main(settings: Settings) -> None:
@@ -116,7 +116,9 @@ async def dev_main(settings: Settings, actors: list[str]) -> None:
         async with open_store(settings, url) as store:
             tasks = [asyncio.create_task(serve_web(store, settings, stopping, announce=True))]
             tasks += [
-                asyncio.create_task(run_actor(a, store, stopping, batch_size=settings.batch_size))
+                asyncio.create_task(
+                    run_actor(a, store, stopping, batch_size=settings.batch_size, settings=settings)
+                )
                 for a in actors
             ]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

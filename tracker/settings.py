@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_seconds: int = 7 * 24 * 3600  # TRACKER_IDEMPOTENCY_TTL_SECONDS
     batch_size: int = 500  # TRACKER_BATCH_SIZE: events per actor step / append script call
     public_url: str = ""  # TRACKER_PUBLIC_URL: base of exported tags; "" = http://HOST:PORT
+    lookup_window_days: int = 30  # TRACKER_LOOKUP_WINDOW_DAYS: impression lookup entries' life
     secret_key: str = ""  # TRACKER_SECRET_KEY: signs impression ids; "" = one shared via Redis
     privacy_policy: str = "strict"  # TRACKER_PRIVACY_POLICY: strict | permissive
     trust_forwarded: bool = False  # TRACKER_TRUST_FORWARDED: client IP from X-Forwarded-For
@@ -58,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             batch_size=_get(env, "TRACKER_BATCH_SIZE", _int_in(1, 10_000), 500),
             public_url=_get(env, "TRACKER_PUBLIC_URL", _public_url, ""),
+            lookup_window_days=_get(env, "TRACKER_LOOKUP_WINDOW_DAYS", _int_in(1, 365), 30),
             secret_key=_get(env, "TRACKER_SECRET_KEY", _secret, ""),
             privacy_policy=_get(env, "TRACKER_PRIVACY_POLICY", _choice(PRIVACY_POLICIES), "strict"),
             trust_forwarded=_get(env, "TRACKER_TRUST_FORWARDED", _flag, False),

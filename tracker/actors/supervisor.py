@@ -12,38 +12,52 @@ from tracker.actors.runner import ProjectionRunner
 from tracker.eventstore.store import EventStore
 from tracker.projections.base import Projection
 from tracker.projections.counts import HourlyCounts
+from tracker.projections.impressions import DAY_MS, ImpressionLookup
+from tracker.settings import Settings
 
 logger = structlog.get_logger()
 
 STOP_TIMEOUT_S: Final = 5.0
 
 # Each actor's short name is its Procfile entry, its log field and its `tracker actor NAME`.
-ACTORS: Final[dict[str, Callable[[], Sequence[Projection]]]] = {
-    "projector": lambda: [HourlyCounts()],
+ACTORS: Final[dict[str, Callable[[Settings], Sequence[Projection]]]] = {
+    "projector": lambda s: [
+        HourlyCounts(),
+        ImpressionLookup(window_ms=s.lookup_window_days * DAY_MS),
+    ],
 }
 
 
 def runners_for(
-    actor: str, store: EventStore, stopping: asyncio.Event, batch_size: int = 500
+    actor: str,
+    store: EventStore,
+    stopping: asyncio.Event,
+    batch_size: int = 500,
+    settings: Settings | None = None,
 ) -> list[ProjectionRunner]:
     return [
         ProjectionRunner(
             store, projection, part, batch_size=batch_size, stopping=stopping, actor=actor
         )
-        for projection in ACTORS[actor]()
+        for projection in ACTORS[actor](settings or Settings())
         for part in projection.parts(store.partitions)
     ]
 
 
 async def run_actor(
-    actor: str, store: EventStore, stopping: asyncio.Event, *, batch_size: int = 500
+    actor: str,
+    store: EventStore,
+    stopping: asyncio.Event,
+    *,
+    batch_size: int = 500,
+    settings: Settings | None = None,
 ) -> None:
     """Run every runner of ``actor`` until ``stopping`` is set; then wait (bounded) for them.
 
     Each runner finishes or abandons its current read and never leaves a commit half-done (commits
     are single atomic scripts), so a stop leaves every checkpoint agreeing with its projection.
     """
-    runners = runners_for(actor, store, stopping, batch_size)
+    runners = runners_for(actor, store, stopping, batch_size, settings)
     tasks = [
         asyncio.create_task(r.run(), name=f"{actor}:{r.projection.name}:{r.part}") for r in runners
     ]

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from tracker.eventstore.store import EventStore
 from tracker.http.config_setup import setup_config
 from tracker.http.errors import ApiError, error_response
+from tracker.http.impressions import setup_impressions
 from tracker.ids import new_uuid7_hex
 from tracker.settings import Settings
 
@@ -85,4 +86,5 @@ def create_app(store: EventStore, settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_config(app, store, settings)
+    setup_impressions(app, store)
     return app

@@ -1,0 +1,167 @@
+"""The impression lookup fold: plain data, no Redis."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.factories import T0, configured, conversion, impression
+from tracker.events import AnyEvent
+from tracker.eventstore.store import Op, StoredEvent
+from tracker.projections import impressions as imp
+from tracker.projections.impressions import (
+    DAY_MS,
+    FUTURE_SKEW_MS,
+    ImpressionLookup,
+    ImpressionRecord,
+    decode_record,
+    encode_record,
+)
+from tracker.settings import Settings, SettingsError
+
+P = "p1"
+T0_MS = int(T0.timestamp() * 1000)
+WINDOW_MS = 30 * DAY_MS
+FOLD = ImpressionLookup(window_ms=WINDOW_MS)
+
+
+def stored(events: list[AnyEvent], entry_ms: int = T0_MS) -> list[StoredEvent]:
+    """Events as appended at ``entry_ms`` (one entry id per event, same millisecond)."""
+    return [StoredEvent(P, f"{entry_ms}-{i}", e) for i, e in enumerate(events)]
+
+
+def test_record_pointer_and_indexes_with_deadlines() -> None:
+    e = impression(
+        tenant="958",
+        offer_id="12",
+        affiliate_id="7",
+        advertiser_id="3",
+        external_imp_id="ext-1",
+        visitor_id="v1",
+        member_id="m1",
+        ip="203.0.113.0",
+        subs={"sub1": "a"},
+        media_cost="0.25",
+    )
+    iid = e.impression_id
+    deadline = T0_MS + WINDOW_MS
+    set_deadline = T0_MS + WINDOW_MS + FUTURE_SKEW_MS
+    rec, ext, *zsets = FOLD.fold(P, stored([e]))
+    assert rec == Op("SET", f"tracker:{{p1}}:proj:imp:i:{iid}", (rec.args[0], "PXAT", deadline))
+    assert decode_record(bytes(rec.args[0]), iid) == ImpressionRecord(  # type: ignore[arg-type]
+        impression_id=iid,
+        occurred_at_ms=T0_MS,
+        tenant="958",
+        counted=True,
+        offer_id="12",
+        affiliate_id="7",
+        advertiser_id="3",
+        external_imp_id="ext-1",
+        visitor_id="v1",
+        member_id="m1",
+        ip="203.0.113.0",
+        subs={"sub1": "a"},
+        media_cost="0.25",
+    )
+    assert ext == Op("SET", "tracker:{p1}:proj:imp:x:958:12:ext-1", (iid, "PXAT", deadline))
+    for key in (
+        "tracker:{p1}:proj:imp:v:958:v1",
+        "tracker:{p1}:proj:imp:m:958:m1",
+        "tracker:{p1}:proj:imp:ip:958:203.0.113.0",
+    ):
+        assert zsets[:4] == [
+            Op("ZADD", key, (T0_MS, iid)),
+            Op("ZREMRANGEBYSCORE", key, ("-inf", T0_MS - WINDOW_MS)),
+            Op("ZREMRANGEBYRANK", key, (0, -101)),
+            Op("PEXPIREAT", key, (set_deadline,)),
+        ]
+        zsets = zsets[4:]
+    assert zsets == []
+
+
+def test_only_what_is_given_is_indexed() -> None:
+    e = impression(offer_id="12")
+    assert [op.cmd for op in FOLD.fold(P, stored([e]))] == ["SET"]
+
+
+def test_not_counted_pointer_only_fills_an_empty_slot() -> None:
+    e = impression(
+        offer_id="12", external_imp_id="x", verdict="not_counted", reason="duplicate_imp_id"
+    )
+    (rec, ext) = FOLD.fold(P, stored([e]))
+    assert ext.args == (e.impression_id, "PXAT", T0_MS + WINDOW_MS, "NX")
+    record = decode_record(bytes(rec.args[0]), e.impression_id)  # type: ignore[arg-type]
+    assert (record.verdict, record.reason) == ("not_counted", "duplicate_imp_id")
+
+
+def test_events_outside_the_window_write_nothing() -> None:
+    old = impression(at=T0 - timedelta(days=30), visitor_id="v", external_imp_id="x")
+    barely = impression(at=T0 - timedelta(days=30) + timedelta(milliseconds=1), visitor_id="v")
+    ops = FOLD.fold(P, stored([old, barely]))
+    assert old.impression_id not in {a for op in ops for a in op.args}
+    assert ops[0] == Op(
+        "SET", imp.record_key(P, barely.impression_id), (ops[0].args[0], "PXAT", T0_MS + 1)
+    )
+    assert ops[1].args == (T0_MS - WINDOW_MS + 1, barely.impression_id)
+
+
+def test_window_comes_from_the_constructor() -> None:
+    fold = ImpressionLookup(window_ms=DAY_MS, cap=5)
+    assert fold.fold(P, stored([impression(at=T0 - timedelta(days=2))])) == []
+    e = impression(visitor_id="v")
+    ops = fold.fold(P, stored([e]))
+    assert ops[0].args[1:] == ("PXAT", T0_MS + DAY_MS)
+    assert ops[3] == Op("ZREMRANGEBYRANK", imp.visitor_key(P, "t1", "v"), (0, -6))
+
+
+def test_other_events_are_ignored() -> None:
+    assert FOLD.fold(P, stored([configured(), conversion(visitor_id="v", ip="1.2.3.4")])) == []
+
+
+def test_sorted_sets_get_one_update_per_batch_with_monotonic_deadline() -> None:
+    # Out of order (batch API timestamps): the set's deadline follows the log, not occurred_at.
+    newer = impression(visitor_id="v")
+    older = impression(at=T0 - timedelta(days=3), visitor_id="v")
+    batch = [StoredEvent(P, f"{T0_MS}-0", newer), StoredEvent(P, f"{T0_MS + 5}-0", older)]
+    key = imp.visitor_key(P, "t1", "v")
+    zset_ops = [op for op in FOLD.fold(P, batch) if op.key == key]
+    assert zset_ops == [
+        Op("ZADD", key, (T0_MS, newer.impression_id, T0_MS - 3 * DAY_MS, older.impression_id)),
+        Op("ZREMRANGEBYSCORE", key, ("-inf", T0_MS + 5 - WINDOW_MS)),
+        Op("ZREMRANGEBYRANK", key, (0, -101)),
+        Op("PEXPIREAT", key, (T0_MS + 5 + WINDOW_MS + FUTURE_SKEW_MS,)),
+    ]
+
+
+def test_fold_is_pure_and_deterministic() -> None:
+    batch = stored([impression(visitor_id="v", ip="1.2.3.4") for _ in range(5)])
+    assert FOLD.fold(P, batch) == FOLD.fold(P, batch)
+    assert FOLD.parts(["p0", "p1"]) == ["p0", "p1"]  # not the config stream
+
+
+def test_keys_cannot_run_into_each_other() -> None:
+    assert imp.external_key(P, "t", "1:2", "3") != imp.external_key(P, "t", "1", "2:3")
+    assert imp.ip_key(P, "t", "2001:db8::") == "tracker:{p1}:proj:imp:ip:t:2001:db8::"
+
+
+def test_record_encoding_is_compact_and_round_trips() -> None:
+    record = ImpressionRecord(occurred_at_ms=T0_MS, tenant="958", counted=False)
+    data = encode_record(record)
+    assert len(data) == 15  # fixarray(3) + uint64 + "958" + false: trailing defaults are cut
+    assert decode_record(data, "id") == ImpressionRecord(
+        occurred_at_ms=T0_MS, tenant="958", counted=False, impression_id="id"
+    )
+
+
+@pytest.mark.parametrize("bad", ["0", "366", "x"])
+def test_window_setting_is_validated(bad: str) -> None:
+    assert Settings.from_env({}).lookup_window_days == 30
+    assert Settings.from_env({"TRACKER_LOOKUP_WINDOW_DAYS": "90"}).lookup_window_days == 90
+    with pytest.raises(SettingsError, match="TRACKER_LOOKUP_WINDOW_DAYS"):
+        Settings.from_env({"TRACKER_LOOKUP_WINDOW_DAYS": bad})
+
+
+def test_bad_constructor_arguments() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        ImpressionLookup(window_ms=0)
