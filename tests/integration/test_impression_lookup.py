@@ -159,7 +159,9 @@ async def snapshot(client: redis.Redis) -> dict[str, tuple[Any, float]]:
     for raw in await client.keys("tracker:*:proj:imp:*"):
         key = as_str(raw)
         async with client.pipeline(transaction=True) as pipe:
-            pipe.type(key).time().pttl(key)
+            pipe.type(key)
+            pipe.time()
+            pipe.pttl(key)
             kind, (sec, usec), pttl = await pipe.execute()
         if as_str(kind) == "zset":
             value: Any = await client.zrange(key, 0, -1, withscores=True)
@@ -193,7 +195,7 @@ async def test_replay_into_a_fresh_db_is_identical(
     fresh = connect(redis_url.rsplit("/", 1)[0] + "/1")
     try:
         for part in store.partitions:
-            await client.copy(keys.stream(part), keys.stream(part), destination_db=1)
+            await client.copy(keys.stream(part), keys.stream(part), destination_db="1")
         replay = EventStore(fresh, partitions=4)
         await catch_up(replay, ImpressionLookup(cap=20), batch_size=123)
         rebuilt = await snapshot(fresh)
