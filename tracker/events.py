@@ -70,6 +70,7 @@ class ImpressionSeen(Event, frozen=True, tag="impression_seen"):
     referer: str = ""
     consent: str = ""  # the gdpr_consent string as given
     redirect: str = ""  # the redir target, when one was asked for
+    redirect_refused: str = ""  # why the redirect was not followed (the pixel answered instead)
 
 
 class ConversionReceived(Event, frozen=True, tag="conversion_received"):

@@ -112,6 +112,9 @@ class Tracker(ConfigObject, frozen=True):
     placement_id: int | None = None  # Xandr "tag"
     payment_rule_id: int | None = None
     clicktracker: Any = None  # accepted, unused (as in Xandr)
+    # Our extension: hosts a `redir` may send the browser to ("example.com" exactly,
+    # ".example.com" for it and its subdomains); anything else answers the pixel (no open redirect).
+    redirect_hosts: tuple[str, ...] = ()
 
 
 Role = Literal["admin", "advertiser", "affiliate", "publisher"]

@@ -10,16 +10,16 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from tracker.eventstore.store import EventStore
+from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_setup import setup_config
 from tracker.http.errors import ApiError, error_response
 from tracker.http.impressions import setup_impressions
+from tracker.http.ingest import setup_ingest
 from tracker.ids import new_uuid7_hex
 from tracker.settings import Settings
 
 logger = structlog.get_logger()
 
-STORE = web.AppKey("store", EventStore)
-SETTINGS = web.AppKey("settings", Settings)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,5 +86,6 @@ def create_app(store: EventStore, settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_config(app, store, settings)
+    setup_ingest(app)
     setup_impressions(app, store)
     return app

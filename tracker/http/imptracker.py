@@ -9,6 +9,7 @@ silently.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
@@ -32,6 +33,12 @@ UNSET: Final = msgspec.UNSET
 ERROR_IDS: Final = {401: "NOAUTH", 403: "UNAUTH", 404: "NOTFOUND", 409: "INTEGRITY", 503: "SYSTEM"}
 
 
+MAX_REDIRECT_HOSTS = 50
+_HOST = re.compile(
+    r"\.?(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+
+
 class Ref(msgspec.Struct, forbid_unknown_fields=True):
     id: int
     name: Any = None  # read-only: resolved from the linked object
@@ -50,6 +57,7 @@ class ImptrackerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     line_item: Ref | msgspec.UnsetType = UNSET
     clicktracker: Any = UNSET  # accepted, unused
     last_modified: Any = UNSET  # read-only
+    redirect_hosts: list[str] | msgspec.UnsetType = UNSET  # our extension: the redir allow-list
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,8 +104,8 @@ def _ref(state: ConfigState, kind: str, object_id: int | None) -> dict[str, Any]
 
 
 def render(state: ConfigState, t: model.Tracker) -> dict[str, Any]:
-    """An impression tracker exactly as Xandr shows one."""
-    return {
+    """An impression tracker exactly as Xandr shows one (plus our ``redirect_hosts`` when set)."""
+    shown: dict[str, Any] = {
         "id": t.id,
         "member_id": member_id(t.tenant),
         "advertiser_id": t.advertiser_id,
@@ -110,6 +118,9 @@ def render(state: ConfigState, t: model.Tracker) -> dict[str, Any]:
         "payment_rule": _ref(state, model.PAYMENT_RULE, t.payment_rule_id),
         "line_item": _ref(state, model.LINE_ITEM, t.line_item_id),
     }
+    if t.redirect_hosts:
+        shown["redirect_hosts"] = list(t.redirect_hosts)
+    return shown
 
 
 def _query_int(request: web.Request, name: str) -> int | None:
@@ -159,6 +170,16 @@ def _changes(body: ImptrackerBody) -> dict[str, Any]:
         changes["payment_rule_id"] = body.payment_rule.id if body.payment_rule else None
     if body.clicktracker is not UNSET:
         changes["clicktracker"] = body.clicktracker
+    if body.redirect_hosts is not UNSET:
+        bad = [h for h in body.redirect_hosts if not _HOST.fullmatch(h)]
+        if bad or len(body.redirect_hosts) > MAX_REDIRECT_HOSTS:
+            raise ApiError(
+                400,
+                "invalid_body",
+                f"redirect_hosts: at most {MAX_REDIRECT_HOSTS} host names "
+                f"('example.com' or '.example.com'); bad: {bad[:3]}",
+            )
+        changes["redirect_hosts"] = tuple(h.lower() for h in body.redirect_hosts)
     return changes
 
 

@@ -1,0 +1,241 @@
+"""GET /imp and /imptr over real HTTP on a real redis-server: verdicts, responses, cookies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
+from tracker.config.live import LIVE_CONFIG
+from tracker.events import ImpressionSeen
+from tracker.eventstore.store import EventStore
+from tracker.http.ingest import IMPRESSION_IDS
+from tracker.http.pixel import TRANSPARENT_GIF
+
+Client = TestClient[Any, Any]
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0 Safari/537.36"
+}
+
+
+async def logged(store: EventStore) -> list[ImpressionSeen]:
+    out = []
+    for part in store.partitions:
+        out += [s.event for s in await store.read(part, count=10_000)]
+    found = [e for e in out if isinstance(e, ImpressionSeen)]
+    return sorted(found, key=lambda e: e.impression_id)
+
+
+async def only(store: EventStore) -> ImpressionSeen:
+    [event] = await logged(store)
+    return event
+
+
+async def offer_setup(api: Client, store: EventStore, **offer: Any) -> dict[str, Any]:
+    h = await make_token(store)
+    adv = await ok(await api.post("/advertisers", json={"name": "Adv"}, headers=h), 201)
+    aff = await ok(await api.post("/affiliates", json={"name": "Aff"}, headers=h), 201)
+    body = {"name": "Offer", "advertiser_id": adv["id"], "allow_impressions": True, **offer}
+    created = await ok(await api.post("/offers", json=body, headers=h), 201)
+    return {"h": h, "adv": adv["id"], "aff": aff["id"], "offer": created["id"]}
+
+
+async def tracker_setup(api: Client, store: EventStore, **extra: Any) -> dict[str, Any]:
+    h = await make_token(store)
+    adv = await ok(await api.post("/advertisers", json={"name": "Adv"}, headers=h), 201)
+    line = await ok(
+        await api.post("/line-items", json={"name": "L", "advertiser_id": adv["id"]}, headers=h),
+        201,
+    )
+    pub = await ok(await api.post("/publishers", json={"name": "P"}, headers=h), 201)
+    body = {
+        "imptracker": {
+            "name": "T",
+            "publisher": {"id": pub["id"]},
+            "line_item": {"id": line["id"]},
+            **extra,
+        }
+    }
+    created = await ok(
+        await api.post(f"/imptracker?advertiser_id={adv['id']}", json=body, headers=h)
+    )
+    return {"id": created["response"]["id"], "adv": adv["id"], "line": line["id"], "pub": pub["id"]}
+
+
+async def test_eligible_affise_hit_is_counted_and_answered(api: Client, store: EventStore) -> None:
+    s = await offer_setup(api, store)
+    r = await api.get(
+        f"/imp?aid={s['aff']}&oid={s['offer']}&sub1=abc&sub3=x%20y&imp_id=ext-1",
+        headers={**BROWSER, "Referer": "https://pub.example/page"},
+    )
+    assert r.status == 200
+    assert await r.read() == TRANSPARENT_GIF
+    assert r.headers["Content-Type"] == "image/gif"
+    assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    assert (r.headers["Pragma"], r.headers["Expires"]) == ("no-cache", "0")
+    iid = r.headers["X-Impression-Id"]
+    assert api.app[IMPRESSION_IDS].verify(iid)
+    cookie = r.headers["Set-Cookie"]
+    assert "tracker_vid=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    event = await only(store)
+    assert (event.impression_id, event.verdict, event.reason) == (iid, "counted", "")
+    assert (event.offer_id, event.affiliate_id, event.advertiser_id) == (
+        str(s["offer"]),
+        str(s["aff"]),
+        str(s["adv"]),
+    )
+    assert event.subs == {"sub1": "abc", "sub3": "x y"}
+    assert event.external_imp_id == "ext-1"
+    assert event.referer == "https://pub.example/page"
+    assert event.tenant == "958"
+    assert event.visitor_id
+    assert event.visitor_id in cookie
+    assert event.ip == "127.0.0.1"
+
+
+async def test_visitor_cookie_is_kept(api: Client, store: EventStore) -> None:
+    s = await offer_setup(api, store)
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}"
+    first = await api.get(url, headers=BROWSER)
+    second = await api.get(url, headers=BROWSER)  # the client jar sends the cookie back
+    assert first.status == second.status == 200
+    a, b = await logged(store)
+    assert a.visitor_id == b.visitor_id != ""
+
+
+async def test_ineligible_and_invalid_hits_are_recorded_not_counted(
+    api: Client, store: EventStore
+) -> None:
+    s = await offer_setup(api, store, allow_impressions=False)
+    base = f"/imp?aid={s['aff']}&oid={s['offer']}"
+    answers = [
+        await api.get(base, headers=BROWSER),
+        await api.get(f"/imp?aid={s['aff']}&oid=999999", headers=BROWSER),
+        await api.get(
+            base, headers={"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"}
+        ),
+        await api.get(f"/imp?aid={s['aff']}", headers=BROWSER),
+    ]
+    for r in answers:
+        assert r.status == 200
+        assert await r.read() == TRANSPARENT_GIF
+    by_id = {e.impression_id: e for e in await logged(store)}
+    reasons = [by_id[r.headers["X-Impression-Id"]].reason for r in answers]
+    assert reasons == [
+        "impressions_not_allowed",
+        "unknown_offer",
+        "impressions_not_allowed",  # the first failing rule: eligibility before traffic
+        "malformed_parameters",
+    ]
+    assert all(e.verdict == "not_counted" for e in by_id.values())
+    assert by_id[answers[1].headers["X-Impression-Id"]].tenant == "-"
+
+
+async def test_bot_traffic_is_not_counted(api: Client, store: EventStore) -> None:
+    s = await offer_setup(api, store)
+    bots = ["Googlebot/2.1 (+http://www.google.com/bot.html)", ""]
+    for ua in bots:
+        r = await api.get(f"/imp?aid={s['aff']}&oid={s['offer']}", headers={"User-Agent": ua})
+        assert r.status == 200
+    prefetch = await api.get(
+        f"/imp?aid={s['aff']}&oid={s['offer']}", headers={**BROWSER, "Sec-Purpose": "prefetch"}
+    )
+    assert prefetch.status == 200
+    reasons = sorted(e.reason for e in await logged(store))
+    assert reasons == ["invalid_traffic_bot", "invalid_traffic_bot", "invalid_traffic_prefetch"]
+
+
+async def test_duplicate_imp_id_within_a_day_is_not_counted(api: Client, store: EventStore) -> None:
+    s = await offer_setup(api, store)
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}&imp_id=dup-1"
+    ids = [(await api.get(url, headers=BROWSER)).headers["X-Impression-Id"] for _ in range(3)]
+    other = await api.get(f"/imp?aid={s['aff']}&oid={s['offer']}&imp_id=dup-2", headers=BROWSER)
+    by_id = {e.impression_id: e for e in await logged(store)}
+    assert [(by_id[i].verdict, by_id[i].reason) for i in ids] == [
+        ("counted", ""),
+        ("not_counted", "duplicate_imp_id"),
+        ("not_counted", "duplicate_imp_id"),
+    ]
+    assert by_id[other.headers["X-Impression-Id"]].verdict == "counted"
+
+
+async def test_gdpr_without_consent_sets_no_cookie_and_truncates_ip(
+    api: Client, store: EventStore
+) -> None:
+    s = await offer_setup(api, store)
+    r = await api.get(f"/imp?aid={s['aff']}&oid={s['offer']}&gdpr=1", headers=BROWSER)
+    assert r.status == 200
+    assert "Set-Cookie" not in r.headers
+    event = await only(store)
+    assert (event.visitor_id, event.ip, event.verdict) == ("", "127.0.0.0", "counted")
+
+
+async def test_freshpaint_dialect(api: Client, store: EventStore) -> None:
+    await make_token(store, tenant="env-42")
+    await api.app[LIVE_CONFIG].sync()  # pixels decide on the process's copy, a moment behind
+    r = await api.get("/imp?env_id=env-42&dest_id=dsp-7&imp_id=fp-1", headers=BROWSER)
+    unknown = await api.get("/imp?env_id=nobody&dest_id=d&imp_id=x", headers=BROWSER)
+    assert r.status == unknown.status == 200
+    by_id = {e.impression_id: e for e in await logged(store)}
+    fp = by_id[r.headers["X-Impression-Id"]]
+    assert (fp.dialect, fp.tenant, fp.env_id, fp.dest_id, fp.external_imp_id, fp.verdict) == (
+        "freshpaint",
+        "env-42",
+        "env-42",
+        "dsp-7",
+        "fp-1",
+        "counted",
+    )
+    assert by_id[unknown.headers["X-Impression-Id"]].reason == "unknown_environment"
+
+
+async def test_xandr_tracker_image_js_and_ancost(api: Client, store: EventStore) -> None:
+    t = await tracker_setup(api, store)
+    image = await api.get(f"/imptr?id={t['id']}&cachebuster=123&ancost=1.25", headers=BROWSER)
+    js = await api.get(f"/imptr?id={t['id']}&t=1", headers=BROWSER)
+    assert image.status == js.status == 200
+    assert await image.read() == TRANSPARENT_GIF
+    assert js.headers["Content-Type"].startswith("application/javascript")
+    by_id = {e.impression_id: e for e in await logged(store)}
+    first = by_id[image.headers["X-Impression-Id"]]
+    assert (first.dialect, first.verdict, first.media_cost) == ("xandr", "counted", "1.25")
+    assert (first.tracker_id, first.line_item_id, first.publisher_id, first.advertiser_id) == (
+        str(t["id"]),
+        str(t["line"]),
+        str(t["pub"]),
+        str(t["adv"]),
+    )
+
+
+async def test_xandr_redirect_only_to_allowed_hosts(api: Client, store: EventStore) -> None:
+    t = await tracker_setup(api, store, redirect_hosts=[".shop.example"])
+    allowed = await api.get(
+        f"/imptr?id={t['id']}&redir=https://www.shop.example/land?a=1&imp={{impression_id}}",
+        headers=BROWSER,
+        allow_redirects=False,
+    )
+    assert allowed.status == 302
+    iid = allowed.headers["X-Impression-Id"]
+    assert allowed.headers["Location"] == f"https://www.shop.example/land?a=1&imp={iid}"
+    refused = await api.get(
+        f"/imptr?id={t['id']}&redir=https://evil.example/", headers=BROWSER, allow_redirects=False
+    )
+    assert refused.status == 200
+    assert await refused.read() == TRANSPARENT_GIF
+    by_id = {e.impression_id: e for e in await logged(store)}
+    assert by_id[iid].redirect == "https://www.shop.example/land?a=1&imp=%7Bimpression_id%7D"
+    bad = by_id[refused.headers["X-Impression-Id"]]
+    assert (bad.redirect_refused, bad.verdict) == ("redirect_not_allowed", "counted")
+
+
+async def test_xandr_unknown_and_inactive_trackers(api: Client, store: EventStore) -> None:
+    t = await tracker_setup(api, store, state="inactive")
+    inactive = await api.get(f"/imptr?id={t['id']}", headers=BROWSER)
+    unknown = await api.get("/imptr?id=987654", headers=BROWSER)
+    by_id = {e.impression_id: e for e in await logged(store)}
+    assert by_id[inactive.headers["X-Impression-Id"]].reason == "tracker_inactive"
+    assert by_id[unknown.headers["X-Impression-Id"]].reason == "unknown_tracker"
