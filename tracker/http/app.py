@@ -15,6 +15,7 @@ from tracker.http.config_setup import setup_config
 from tracker.http.errors import ApiError, error_response
 from tracker.http.impressions import setup_impressions
 from tracker.http.ingest import setup_ingest
+from tracker.http.record import setup_record
 from tracker.ids import new_uuid7_hex
 from tracker.settings import Settings
 
@@ -87,5 +88,6 @@ def create_app(store: EventStore, settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     setup_config(app, store, settings)
     setup_ingest(app)
+    setup_record(app)
     setup_impressions(app, store)
     return app

@@ -1,0 +1,160 @@
+"""POST /publisher.v1/impression/record over real HTTP on a real redis-server (seed 001)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
+from tracker.events import ImpressionSeen
+from tracker.eventstore.store import EventStore
+
+Client = TestClient[Any, Any]
+PATH = "/publisher.v1/impression/record"
+
+
+async def logged(store: EventStore) -> list[ImpressionSeen]:
+    out: list[ImpressionSeen] = []
+    for part in store.partitions:
+        out += [s.event for s in await store.read(part, count=10_000)]  # type: ignore[misc]
+    return out
+
+
+def item(i: int, **extra: Any) -> dict[str, Any]:
+    return {"member_id": f"m_{i}", "creative_id": "dc_abc", "ad_unit_id": "au_abc123", **extra}
+
+
+async def test_seed_example_records_both(api: Client, store: EventStore) -> None:
+    h = await make_token(store, role="publisher:7")
+    body = {
+        "impressions": [
+            {"member_id": "m_x1y2z3", "creative_id": "dc_abc", "ad_unit_id": "au_abc123"},
+            {"member_id": "m_a4b5c6", "creative_id": "dc_def", "ad_unit_id": "au_abc123"},
+        ]
+    }
+    assert await ok(await api.post(PATH, json=body, headers=h)) == {"recorded": 2, "skipped": 0}
+    events = sorted(await logged(store), key=lambda e: e.member_id)
+    assert [(e.member_id, e.creative_id, e.ad_unit_id) for e in events] == [
+        ("m_a4b5c6", "dc_def", "au_abc123"),
+        ("m_x1y2z3", "dc_abc", "au_abc123"),
+    ]
+    assert all(e.dialect == "batch" and e.verdict == "counted" for e in events)
+    assert all(e.tenant == "958" and e.publisher_id == "7" for e in events)
+
+
+async def test_timestamp_is_kept_and_defaults_to_server_time(
+    api: Client, store: EventStore
+) -> None:
+    h = await make_token(store)
+    body = {"impressions": [item(1, timestamp="2024-01-15T10:30:00Z"), item(2)]}
+    before = datetime.now(UTC)
+    await ok(await api.post(PATH, json=body, headers=h))
+    by_member = {e.member_id: e for e in await logged(store)}
+    assert by_member["m_1"].occurred_at == datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
+    assert by_member["m_2"].occurred_at >= before
+    assert by_member["m_1"].recorded_at >= before
+
+
+async def test_idempotency_keys_skip_repeats_and_are_per_tenant(
+    api: Client, store: EventStore
+) -> None:
+    h = await make_token(store)
+    other = await make_token(store, tenant="other")
+    keyed = {"impressions": [item(i, idempotency_key=f"019078a1-{i}") for i in range(50)]}
+    assert await ok(await api.post(PATH, json=keyed, headers=h)) == {"recorded": 50, "skipped": 0}
+    assert await ok(await api.post(PATH, json=keyed, headers=h)) == {"recorded": 0, "skipped": 50}
+    assert await ok(await api.post(PATH, json=keyed, headers=other)) == {
+        "recorded": 50,
+        "skipped": 0,
+    }
+    unkeyed = {"impressions": [item(1), item(1)]}
+    assert await ok(await api.post(PATH, json=unkeyed, headers=h)) == {"recorded": 2, "skipped": 0}
+    assert len(await logged(store)) == 102
+
+
+async def test_one_bad_item_rejects_all_with_every_path(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    future = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    body = {
+        "impressions": [
+            item(0),
+            {"creative_id": "c", "ad_unit_id": "a"},
+            item(2, member_id=""),
+            item(3, timestamp=future),
+            item(4, timestamp="yesterday"),
+        ]
+    }
+    r = await api.post(PATH, json=body, headers=h)
+    assert r.status == 422
+    error = (await r.json())["error"]
+    assert error["code"] == "validation_failed"
+    paths = sorted(e["path"] for e in error["errors"])
+    assert paths == [
+        "$.impressions[1].member_id",
+        "$.impressions[2].member_id",
+        "$.impressions[3].timestamp",
+        "$.impressions[4].timestamp",
+    ]
+    assert await logged(store) == []
+
+
+async def test_bad_requests_get_clear_4xx(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    too_many = {"impressions": [item(i) for i in range(5001)]}
+    cases = [
+        (
+            await api.post(
+                PATH, data=b"{not json", headers={**h, "Content-Type": "application/json"}
+            ),
+            400,
+            "invalid_json",
+        ),
+        (
+            await api.post(
+                PATH, data=b'{"impressions": []}', headers={**h, "Content-Type": "text/plain"}
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            await api.post(
+                PATH,
+                data=b'{"impressions": ["\xff"]}',
+                headers={**h, "Content-Type": "application/json"},
+            ),
+            400,
+            "invalid_json",
+        ),
+        (await api.post(PATH, json=too_many, headers=h), 422, "too_many_impressions"),
+        (
+            await api.post(
+                PATH,
+                data=io.BytesIO(b" " * (9 * 1024 * 1024)),
+                headers={**h, "Content-Type": "application/json"},
+            ),
+            413,
+            "payload_too_large",
+        ),
+    ]
+    for response, status, code in cases:
+        assert response.status == status, await response.text()
+        assert (await response.json())["error"]["code"] == code
+    assert await logged(store) == []
+
+
+async def test_auth_and_roles(api: Client, store: EventStore) -> None:
+    body = {"impressions": [item(1)]}
+    assert (await api.post(PATH, json=body)).status == 401
+    adv = await make_token(store, role="advertiser:1")
+    assert (await api.post(PATH, json=body, headers=adv)).status == 403
+    assert await logged(store) == []
+
+
+async def test_five_thousand_items_in_one_request(api: Client, store: EventStore) -> None:
+    h = await make_token(store)
+    body = {"impressions": [item(i, idempotency_key=f"k{i}") for i in range(5000)]}
+    assert await ok(await api.post(PATH, json=body, headers=h)) == {"recorded": 5000, "skipped": 0}
+    assert len(await logged(store)) == 5000

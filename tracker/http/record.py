@@ -1,0 +1,102 @@
+"""POST /publisher.v1/impression/record: batch impressions, all-or-nothing, idempotency keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from tracker.events import ImpressionSeen
+from tracker.eventstore.keys import key_route
+from tracker.eventstore.store import AppendUncertain
+from tracker.http.app_keys import STORE
+from tracker.http.batch import MAX_BODY_BYTES, Rejected, check_headers, validate
+from tracker.http.config_common import authenticate
+from tracker.http.errors import ApiError, error_response
+from tracker.http.ingest import IMPRESSION_IDS
+from tracker.ids import new_event_id
+
+logger = structlog.get_logger()
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes when longer (then it is refused as too large)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await request.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _rejected(rejected: Rejected) -> web.Response:
+    extra = {"errors": msgspec.to_builtins(rejected.errors)} if rejected.errors else {}
+    return error_response(rejected.status, rejected.code, rejected.message, **extra)
+
+
+async def post_record(request: web.Request) -> web.Response:
+    """Record a batch (seed 001): publisher or admin token; every item valid or nothing recorded.
+
+    An item whose idempotency_key was recorded before is skipped silently (per tenant); the
+    answer counts both. 503 with Retry-After when the event store is unavailable: retry with
+    the same keys.
+    """
+    principal = await authenticate(request)
+    if principal.role not in ("admin", "publisher"):
+        raise ApiError(403, "forbidden", f"the {principal.role} role may not record impressions")
+    rejected = check_headers(request.headers.get("Content-Type"), request.content_length)
+    if rejected is not None:
+        return _rejected(rejected)
+    body = await _read_capped(request, MAX_BODY_BYTES + 1)
+    too_large = check_headers("application/json", len(body))  # a body longer than declared
+    if too_large is not None:
+        return _rejected(too_large)
+    now = datetime.now(UTC)
+    result = validate(body, now)
+    if isinstance(result, Rejected):
+        return _rejected(result)
+    store = request.app[STORE]
+    ids = request.app[IMPRESSION_IDS]
+    n = store.partition_count
+    tenant = principal.tenant
+    publisher_id = str(principal.scope_id) if principal.role == "publisher" else ""
+    items: list[tuple[ImpressionSeen, str | None]] = []
+    for item in result:
+        key = item.idempotency_key
+        route = key_route(tenant, key, n) if key is not None else None
+        event = ImpressionSeen(
+            event_id=new_event_id(),
+            occurred_at=item.occurred_at or now,
+            recorded_at=now,
+            tenant=tenant,
+            impression_id=ids.mint(route, n),
+            dialect="batch",
+            member_id=item.member_id,
+            creative_id=item.creative_id,
+            ad_unit_id=item.ad_unit_id,
+            publisher_id=publisher_id,
+        )
+        # keys are per tenant: another tenant's identical key is a different impression
+        items.append((event, f"batch:{tenant}:{key}" if key is not None else None))
+    try:
+        results = await store.append_many(items)
+    except (AppendUncertain, RedisError, OSError) as exc:
+        logger.warning("batch_unavailable", error=str(exc), impressions=len(items))
+        response = error_response(
+            503, "unavailable", "the event store is unavailable; retry with the same keys"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
+    skipped = sum(r.duplicate for r in results)
+    structlog.contextvars.bind_contextvars(tenant=tenant, recorded=len(results) - skipped)
+    return web.json_response({"recorded": len(results) - skipped, "skipped": skipped})
+
+
+def setup_record(app: web.Application) -> None:
+    app.router.add_post("/publisher.v1/impression/record", post_record)
