@@ -17,6 +17,7 @@ from tracker.events import ImpressionSeen
 from tracker.eventstore import keys, lookup
 from tracker.eventstore.connection import connect
 from tracker.eventstore.store import EventStore, as_str
+from tracker.http.ingest import IMPRESSION_IDS
 from tracker.projections import impressions as imp
 from tracker.projections.impressions import FUTURE_SKEW_MS, ImpressionLookup
 
@@ -209,7 +210,9 @@ async def test_replay_into_a_fresh_db_is_identical(
 
 async def test_get_impression_over_http(api: Client, store: EventStore) -> None:
     admin = await make_token(store, "958")
+    ids = api.app[IMPRESSION_IDS]  # the server's key: ids it did not mint are refused
     e = recent(tenant="958", offer_id="12", visitor_id="v", ip="203.0.113.0", subs={"sub1": "a"})
+    e = msgspec.structs.replace(e, impression_id=ids.mint())
     await store.append(e)
     await catch_up(store)
     url = f"/impressions/{e.impression_id}"
@@ -233,6 +236,6 @@ async def test_get_impression_over_http(api: Client, store: EventStore) -> None:
     assert await status(url, await make_token(store, "958", "publisher:1")) == (403, "forbidden")
     assert await status(url) == (401, "unauthorized")
     assert await status(url, {"Authorization": "Bearer nope"}) == (401, "unauthorized")
-    assert await status(f"/impressions/{IDS.mint()}", admin) == (404, "not_found")
-    for bad in ("xyz", e.impression_id.upper(), e.impression_id + "0"):
+    assert await status(f"/impressions/{ids.mint()}", admin) == (404, "not_found")
+    for bad in ("xyz", e.impression_id.upper(), e.impression_id + "0", IDS.mint()):
         assert await status(f"/impressions/{bad}", admin) == (400, "invalid_impression_id")

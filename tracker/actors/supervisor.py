@@ -66,7 +66,7 @@ async def run_actor(
     try:
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not stop_wait and task.exception() is not None:
+            if task is not stop_wait and not task.cancelled() and task.exception() is not None:
                 stopping.set()  # a runner crashed (a bug): stop the others, then re-raise
         await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
     finally:

@@ -1,9 +1,8 @@
 """``GET /impressions/{impression_id}`` (admin): the impression lookup projection's record.
 
 Authenticates like the configuration API (``config_common.authenticate``). Another tenant's
-impression answers 404, as an unknown one does (no existence oracle across tenants). The id is
-checked for format only (44 lowercase hex): the HMAC key is not in the app yet, so a well-formed
-id we never minted is simply not found.
+impression answers 404, as an unknown one does (no existence oracle across tenants). An id whose
+HMAC tag does not verify under the server key is 400 ``invalid_impression_id`` without a lookup.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from tracker.eventstore import lookup
 from tracker.eventstore.store import EventStore
 from tracker.http.config_common import authenticate
 from tracker.http.errors import ApiError
+from tracker.http.ingest import IMPRESSION_IDS
 from tracker.ids import IMPRESSION_ID_LENGTH
 from tracker.projections.impressions import ImpressionRecord
 
@@ -61,11 +61,11 @@ async def get_impression(request: web.Request) -> web.Response:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", f"the {principal.role} role may not look up impressions")
     impression_id = request.match_info["impression_id"]
-    if not _ID_RE.fullmatch(impression_id):
+    if not _ID_RE.fullmatch(impression_id) or not request.app[IMPRESSION_IDS].verify(impression_id):
         raise ApiError(
             400,
             "invalid_impression_id",
-            f"an impression id is {IMPRESSION_ID_LENGTH} lowercase hex characters",
+            "not an impression id of this tracker (wrong length, characters or signature)",
         )
     store = request.app[LOOKUP_STORE]
     record = await lookup.get_record(store.client, store.partitions, impression_id)
