@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from tracker.config.live import LIVE_CONFIG
 from tracker.eventstore.store import EventStore
 from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_setup import setup_config
@@ -77,6 +78,11 @@ async def readyz(request: web.Request) -> web.Response:
         await store.client.ping()
     except RedisError as exc:
         return error_response(503, "redis_unavailable", str(exc))
+    failure = request.app[LIVE_CONFIG].failure
+    if (
+        failure is not None
+    ):  # the configuration tail stopped on a bug: pixels decide on stale config
+        return error_response(503, "config_stale", f"configuration tail stopped: {failure}")
     return web.json_response({"status": "ready"})
 
 
