@@ -58,6 +58,9 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         logger.error("redis_error", error=str(exc), path=request.path)
         response = error_response(503, "unavailable", "the event store is unavailable; retry")
         response.headers["Retry-After"] = "1"
+    except Exception:  # a bug: log it with its traceback, answer JSON, keep serving
+        logger.exception("request_failed", method=request.method, path=request.path)
+        response = error_response(500, "internal_error", "an internal error; it was logged")
     logger.info(
         "request",
         method=request.method,
