@@ -52,6 +52,14 @@ class ImpressionIds:
             body = body[: _ROUTE_SLICE.start] + f"{low:012x}"
         return body + self._tag(body)
 
+    def sign_redirect(self, target: str) -> str:
+        """A signature letting ``/imptr`` redirect to ``target`` (``sig=`` before ``redir=``)."""
+        mac = hmac.new(self._key, b"redir\x00" + target.encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+    def verify_redirect(self, target: str, signature: str) -> bool:
+        return hmac.compare_digest(signature.encode(), self.sign_redirect(target).encode())
+
     def verify(self, impression_id: str) -> bool:
         if len(impression_id) != IMPRESSION_ID_LENGTH:
             return False

@@ -239,3 +239,25 @@ async def test_xandr_unknown_and_inactive_trackers(api: Client, store: EventStor
     by_id = {e.impression_id: e for e in await logged(store)}
     assert by_id[inactive.headers["X-Impression-Id"]].reason == "tracker_inactive"
     assert by_id[unknown.headers["X-Impression-Id"]].reason == "unknown_tracker"
+
+
+async def test_signed_redirect_is_followed_off_the_allow_list(
+    api: Client, store: EventStore
+) -> None:
+    t = await tracker_setup(api, store)
+    h = await make_token(store)
+    target = "https://partner.example/landing?x=1"
+    signed = await ok(await api.get("/redirect-signature", params={"url": target}, headers=h))
+    r = await api.get(
+        f"/imptr?id={t['id']}&{signed['query']}", headers=BROWSER, allow_redirects=False
+    )
+    assert (r.status, r.headers["Location"]) == (302, target)
+    forged = await api.get(
+        f"/imptr?id={t['id']}&sig={'0' * 32}&redir={target}", headers=BROWSER, allow_redirects=False
+    )
+    assert forged.status == 200
+    publisher = await make_token(store, role="publisher:1")
+    denied = await api.get("/redirect-signature", params={"url": target}, headers=publisher)
+    assert denied.status == 403
+    bad = await api.get("/redirect-signature", params={"url": "javascript:alert(1)"}, headers=h)
+    assert bad.status == 422

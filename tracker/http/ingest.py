@@ -25,9 +25,12 @@ from tracker.eventstore import keys
 from tracker.eventstore.spool import SpoolRecord, SpoolWriter, drain, spool_dir, spool_files
 from tracker.eventstore.store import AppendUncertain, Claim, EventStore, as_str
 from tracker.http.app_keys import SETTINGS, STORE
+from tracker.http.config_common import authenticate, require_admin
+from tracker.http.errors import ApiError
 from tracker.http.pixel import (
     IMPRESSION_ID_HEADER,
     TRANSPARENT_GIF,
+    is_safe_location,
     pixel_response,
     redirect_response,
 )
@@ -138,7 +141,10 @@ async def get_imptr(request: web.Request) -> web.StreamResponse:
     redirect = ""
     if q.redirect:
         allowed = tracker.redirect_hosts if tracker is not None else ()
-        if redirect_allowed(q.redirect, allowed):
+        signed = bool(q.redirect_sig) and request.app[IMPRESSION_IDS].verify_redirect(
+            q.redirect, q.redirect_sig
+        )
+        if signed or redirect_allowed(q.redirect, allowed):
             redirect = q.redirect
         else:
             fields["redirect_refused"] = REDIRECT_NOT_ALLOWED
@@ -339,7 +345,19 @@ async def _drain_loop(
             logger.info("spool_drain_done", events=report.events, duplicates=report.duplicates)
 
 
+async def get_redirect_signature(request: web.Request) -> web.Response:
+    """Admin: the ``sig`` that lets ``/imptr`` redirect to ``url`` though its host is not listed."""
+
+    require_admin(await authenticate(request))
+    url = request.query.get("url", "")
+    if not url or not is_safe_location(url):
+        raise ApiError(422, "invalid_url", "url must be an absolute http(s) URL")
+    sig = request.app[IMPRESSION_IDS].sign_redirect(url)
+    return web.json_response({"url": url, "sig": sig, "query": f"sig={sig}&redir={url}"})
+
+
 def setup_ingest(app: web.Application) -> None:
     app.cleanup_ctx.append(ingest_ctx)
+    app.router.add_get("/redirect-signature", get_redirect_signature, allow_head=False)
     app.router.add_get("/imp", get_imp)
     app.router.add_get("/imptr", get_imptr)

@@ -28,7 +28,7 @@ _AFFISE: Final = ("aid", "oid")
 _FRESHPAINT: Final = ("env_id", "dest_id")
 _PRIVACY: Final = ("gdpr", "gdpr_consent")
 _IMP_PARAMS: Final = frozenset((*_AFFISE, *_FRESHPAINT, "imp_id", *SUBS, *_PRIVACY))
-_IMPTR_PARAMS: Final = frozenset(("id", "code", "t", "cachebuster", "ancost", *_PRIVACY))
+_IMPTR_PARAMS: Final = frozenset(("id", "code", "t", "cachebuster", "ancost", "sig", *_PRIVACY))
 _LIMITS: Final = {
     **dict.fromkeys(SUBS, MAX_SUB_CHARS),
     "gdpr_consent": MAX_CONSENT_CHARS,
@@ -79,6 +79,7 @@ class ImptrQuery(_Parsed, frozen=True, kw_only=True):
     cachebuster: str = ""
     media_cost: str = ""  # ancost as a decimal string; "" when absent or an unexpanded macro
     redirect: str = ""  # everything after the first redir=, decoded once if wholly encoded
+    redirect_sig: str = ""  # sig: our signature of the redirect target (allows it off-list)
 
 
 def _decode(raw: str) -> str | None:
@@ -213,6 +214,7 @@ def parse_imptr(raw: str) -> ImptrQuery:
         cachebuster=values.get("cachebuster", ""),
         media_cost=media_cost,
         redirect=redirect,
+        redirect_sig=values.get("sig", ""),
         gdpr=_gdpr(values),
         gdpr_consent=values.get("gdpr_consent", ""),
         problems=tuple(problems),
