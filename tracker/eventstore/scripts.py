@@ -52,18 +52,26 @@ return out
 """
 
 # KEYS[1] checkpoint, KEYS[2..] the keys the ops touch.
-# ARGV[1] expected checkpoint ('' = none yet), ARGV[2] new checkpoint, then ops, each:
-# command, key index, argument count, arguments... Applies every op and moves the checkpoint in one
-# step, only if the checkpoint is still the expected one (so a re-sent call is a no-op).
-# Returns 1, or the checkpoint found instead.
+# ARGV[1] expected checkpoint ('' = none yet), ARGV[2] new checkpoint, ARGV[3] the ops as one
+# MessagePack array of [command, key index, argument...] (one argument for the client to pack,
+# however many ops); an argument that is a number n stands for ARGV[n] (binary values travel
+# there: Redis 6.2's cmsgpack cannot decode MessagePack bin). Applies every op and moves the
+# checkpoint in one step, only if the checkpoint is still the expected one (so a re-sent call is
+# a no-op).
+# Returns {1, new}, or {0, the checkpoint found instead}.
 COMMIT: Final = """
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] then return {0, cur} end
-local i = 3
-while i <= #ARGV do
-  local nargs = tonumber(ARGV[i + 2])
-  redis.call(ARGV[i], KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 3, i + 2 + nargs))
-  i = i + 3 + nargs
+local ops = cmsgpack.unpack(ARGV[3])
+for i = 1, #ops do
+  local op = ops[i]
+  local args = {}
+  for j = 3, #op do
+    local a = op[j]
+    if type(a) == 'number' then a = ARGV[a] end
+    args[j - 2] = a
+  end
+  redis.call(op[1], KEYS[op[2]], unpack(args))
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return {1, ARGV[2]}

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
+import msgspec
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,6 +19,7 @@ from tracker.events import AnyEvent
 from tracker.eventstore import keys, scripts
 
 logger = structlog.get_logger()
+_ops_encoder: Final = msgspec.msgpack.Encoder()
 
 GROUP_TOKEN_TTL_S: Final = 300  # outlives any client retry of one script call
 RETRYABLE: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
@@ -358,12 +360,22 @@ class EventStore:
         """
         script_keys = [keys.checkpoint(part, projection)]
         index: dict[str, int] = {}
-        args: list[Any] = [expected, new]
+        packed: list[list[Any]] = []
+        args: list[Any] = [expected, new, b""]
         for op in ops:
-            if op.key not in index:
+            slot = index.get(op.key)
+            if slot is None:
                 script_keys.append(op.key)
-                index[op.key] = len(script_keys)
-            args += [op.cmd, index[op.key], len(op.args), *op.args]
+                slot = index[op.key] = len(script_keys)
+            row: list[Any] = [op.cmd, slot]
+            for a in op.args:
+                if isinstance(a, bytes):  # travels as its own ARGV (see scripts.COMMIT)
+                    args.append(a)
+                    row.append(len(args))
+                else:  # numbers as strings: Lua's doubles would round integers past 2**53
+                    row.append(a if isinstance(a, str) else repr(a))
+            packed.append(row)
+        args[2] = _ops_encoder.encode(packed)
         reply = await self._commit_script(self.client, script_keys, args)
         return bool(int(reply[0])), as_str(reply[1])
 
