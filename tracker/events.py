@@ -8,6 +8,8 @@ Schema evolution rules (tested in tests/unit/test_events.py):
    (``"impression_seen.v2"``); the old class stays in ``LegacyEvent`` and ``upgrade()`` converts it.
 4. Decoding never forbids unknown fields, so an older reader skips fields added after it.
 5. An entry whose tag this code does not know is reported (``UnknownEvent``), never skipped.
+6. Fields equal to their default are not written (``omit_defaults``: an impression's JSON is about
+   half as long), so a default is part of the schema too: it never changes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Verdict = Literal["counted", "not_counted"]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
     """Envelope shared by every event."""
 
     event_id: str  # UUIDv7: time-ordered, unique
