@@ -25,6 +25,7 @@ import importlib.metadata
 import os
 import platform
 import random
+import re
 import resource
 import shutil
 import signal
@@ -571,6 +572,14 @@ async def compact_aof(ctx: Ctx) -> None:
         await ctx.client.bgrewriteaof()
         await asyncio.sleep(0.2)  # until it shows as scheduled or in progress
     await settle(ctx.client, SETTLE_TIMEOUT_S)
+    # The rewrite leaves hundreds of MB of dirty pages; flushing them under the next measurement
+    # slows Redis's everysec fsync until it delays AOF writes (INFO aof_delayed_fsync).
+    await asyncio.to_thread(os.sync)
+
+
+async def delayed_fsyncs(ctx: Ctx) -> int:
+    """Times Redis delayed an AOF write for a slow fsync (the disk, not Redis, was the limit)."""
+    return int((await ctx.client.info("persistence"))["aof_delayed_fsync"])
 
 
 async def quiet(ctx: Ctx) -> float:
@@ -731,6 +740,7 @@ async def tracker_run(
     log_lines = sum(count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs)))
     _, forks_before = await server_counters(ctx.client)
     tokens_before = await group_tokens(ctx)
+    delayed_before = await delayed_fsyncs(ctx)
     before = ctx.cpu_snapshot()
     profiler = await start_profiler(ctx) if profile else None
     try:
@@ -741,6 +751,7 @@ async def tracker_run(
     cpu["wrk"] = round(stats.cpu_s, 2)
     await until_log_stable(ctx.store)
     scripts = await group_tokens(ctx) - tokens_before
+    delayed = await delayed_fsyncs(ctx) - delayed_before
     verdicts = await impressions_since(ctx.store, mark)
     _, forks_after = await server_counters(ctx.client)
     name = f"tracker {path.split('?')[0]:<6} log level {ctx.level}"
@@ -748,6 +759,7 @@ async def tracker_run(
     run.aof_rewrites = forks_after - forks_before
     lines_now = sum(count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs)))
     run.extra["web_log_lines"] = lines_now - log_lines
+    run.extra["aof_delayed_fsync"] = delayed
     run.extra["append_script_calls"] = scripts
     run.extra["events_per_script_call"] = round(sum(verdicts.values()) / max(1, scripts), 2)
     if profile_report:
@@ -807,11 +819,14 @@ async def stop_profiler(profiler: Profiler) -> dict[str, Any]:
     return summarize_profiles(profiler.outputs)
 
 
+_LINE: Final = re.compile(r":\d+\)$")
 _PROFILED: Final = ("tracker/http/", "tracker/eventstore/", "tracker/ids", "aiohttp/web_")
 
 
 def summarize_profiles(paths: Sequence[Path], top: int = 25) -> dict[str, Any]:
-    """py-spy's collapsed stacks -> samples by own frame and by tracker/aiohttp frame (total)."""
+    """py-spy's collapsed stacks -> samples by own function and by tracker/aiohttp function
+    anywhere on the stack (total). py-spy samples wall time while a thread is not idle, so on
+    oversubscribed cores a syscall's share (``write``) includes time spent waiting for a CPU."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
@@ -823,7 +838,7 @@ def summarize_profiles(paths: Sequence[Path], top: int = 25) -> dict[str, Any]:
                     continue
                 n = int(n_raw)
                 samples += n
-                frames = stack.split(";")
+                frames = [_LINE.sub(")", f) for f in stack.split(";")]  # by function
                 own[frames[-1]] += n
                 for frame in set(frames):
                     if any(m in frame for m in _PROFILED) and "tracker/__main__" not in frame:
@@ -902,9 +917,10 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
     await quiet(ctx)
     mark = await log_mark(ctx.store)
     length_before = await log_length(ctx.store)
-    before = ctx.cpu_snapshot()
+    before, delayed = ctx.cpu_snapshot(), await delayed_fsyncs(ctx)
     seconds, answers, latencies = await post_batches(ctx, bodies, args.batch_clients)
     cpu = ctx.cpu_since(before)
+    delayed = await delayed_fsyncs(ctx) - delayed
     sent = len(bodies) * args.batch_size
     recorded = sum(a["recorded"] for a in answers)
     # A client retrying a whole request: every item must come back as a duplicate.
@@ -930,6 +946,7 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
         "request_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "request_max_ms": round(max(latencies) * 1000, 1),
         "cpu_s": cpu,
+        "aof_delayed_fsync": delayed,
     }
     if not recorded == in_log == sent or retried[0] != {"recorded": 0, "skipped": args.batch_size}:
         raise BenchFailed(
@@ -945,9 +962,12 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
     if args.redis_benchmark:
         await compact_aof(ctx)
         payload = redis_benchmark_payload(event)
-        result["redis_benchmark"] = await append_redis_benchmark(
+        delayed = await delayed_fsyncs(ctx)
+        rb = await append_redis_benchmark(
             args.redis_benchmark, ctx.client, ctx.server.port, sent, args, payload
         )
+        rb.extra["aof_delayed_fsync"] = await delayed_fsyncs(ctx) - delayed
+        result["redis_benchmark"] = rb
     return result
 
 
@@ -1134,6 +1154,15 @@ def ratios(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def disk_mark(figure: Figure) -> str:
+    marks = []
+    if figure.extra.get("aof_rewrites_during"):
+        marks.append("AOF rewrite ran")
+    if figure.extra.get("aof_delayed_fsync"):
+        marks.append(f"AOF write delayed by fsync {figure.extra['aof_delayed_fsync']}x")
+    return "".join(f" ({m})" for m in marks)
+
+
 def server_us(run: PixelRun) -> float:
     """CPU microseconds per request of the process(es) answering: web, nginx or the floor."""
     cpu = run.cpu_s.get("nginx") or run.cpu_s.get("floor") or run.cpu_s.get("web", 0.0)
@@ -1144,6 +1173,48 @@ def cpu_text(cpu: dict[str, float]) -> str:
     order = ("web", "floor", "projector", "redis", "nginx", "wrk", "bench")
     short = {"projector": "proj"}
     return " ".join(f"{short.get(k, k)} {cpu[k]:.1f}" for k in order if cpu.get(k, 0) >= 0.05)
+
+
+def print_pixel(cfg: dict[str, Any], runs: list[PixelRun]) -> None:
+    w = runs[0].wrk
+    print(
+        f"\npixel: wrk -t{cfg['threads']} -c{cfg['connections']} -d{cfg['duration']:g}s "
+        f"--latency, browser User-Agent/Accept/Referer headers ({w.seconds:.1f} s measured)"
+    )
+    print(
+        f"{'run':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'requests':>9} "
+        f"{'in log':>9} {'x nginx':>7} {'srv us/req':>10} {'ev/script':>9}  cpu seconds"
+    )
+    nginx = next((r for r in runs if r.key == "nginx"), None)
+    for r in runs:
+        ratio = f"{r.wrk.per_s / nginx.wrk.per_s:.3f}" if nginx and r is not nginx else "-"
+        in_log = f"{r.in_log:,}" if r.in_log is not None else "-"
+        per_script = r.extra.get("events_per_script_call", "-")
+        mark = " (AOF rewrite ran)" if r.aof_rewrites else ""
+        if r.extra.get("aof_delayed_fsync"):
+            mark += f" (AOF write delayed by fsync {r.extra['aof_delayed_fsync']}x)"
+        print(
+            f"{r.name:<40} {r.wrk.per_s:>8,.0f} {r.wrk.p50_ms:>7.2f} {r.wrk.p99_ms:>7.2f} "
+            f"{r.wrk.requests:>9,} {in_log:>9} {ratio:>7} {server_us(r):>10.0f} "
+            f"{per_script:>9}  {cpu_text(r.cpu_s)}{mark}"
+        )
+    print(
+        f"every tracker request is an ImpressionSeen in the log (in log >= requests; all "
+        f"counted); bar {PIXEL_BAR:.2f}x nginx, aim {PIXEL_AIM:.2f}x"
+    )
+
+
+def print_profile(r: PixelRun) -> None:
+    profile = r.extra.get("profile")
+    if not profile or not profile["samples"]:
+        return
+    print(f"\nprofile of the web processes during '{r.name}' ({profile['samples']} samples)")
+    print("  own time (leaf frames):")
+    for frame, n in profile["own"][:15]:
+        print(f"    {n / profile['samples']:>6.1%}  {frame}")
+    print("  total time (tracker / aiohttp frames on the stack):")
+    for frame, n in profile["total"][:15]:
+        print(f"    {n / profile['samples']:>6.1%}  {frame}")
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -1159,30 +1230,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"NOTE: {note}")
     runs: list[PixelRun] = report.get("pixel", [])
     if runs:
-        w = runs[0].wrk
-        print(
-            f"\npixel: wrk -t{cfg['threads']} -c{cfg['connections']} -d{cfg['duration']:g}s "
-            f"--latency, browser User-Agent/Accept/Referer headers ({w.seconds:.1f} s measured)"
-        )
-        print(
-            f"{'run':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'requests':>9} "
-            f"{'in log':>9} {'x nginx':>7} {'srv us/req':>10} {'ev/script':>9}  cpu seconds"
-        )
-        nginx = next((r for r in runs if r.key == "nginx"), None)
-        for r in runs:
-            ratio = f"{r.wrk.per_s / nginx.wrk.per_s:.3f}" if nginx and r is not nginx else "-"
-            in_log = f"{r.in_log:,}" if r.in_log is not None else "-"
-            per_script = r.extra.get("events_per_script_call", "-")
-            mark = " (AOF rewrite ran)" if r.aof_rewrites else ""
-            print(
-                f"{r.name:<40} {r.wrk.per_s:>8,.0f} {r.wrk.p50_ms:>7.2f} {r.wrk.p99_ms:>7.2f} "
-                f"{r.wrk.requests:>9,} {in_log:>9} {ratio:>7} {server_us(r):>10.0f} "
-                f"{per_script:>9}  {cpu_text(r.cpu_s)}{mark}"
-            )
-        print(
-            f"every tracker request is an ImpressionSeen in the log (in log >= requests; all "
-            f"counted); bar {PIXEL_BAR:.2f}x nginx, aim {PIXEL_AIM:.2f}x"
-        )
+        print_pixel(cfg, runs)
     if "lag" in report:
         lag = report["lag"]
         print(
@@ -1201,11 +1249,11 @@ def print_report(report: dict[str, Any]) -> None:
         f"JSON per item), {cfg['batch_clients']} concurrent clients"
     )
     print(f"{'figure':<62} {'impressions/s':>13} {'seconds':>8}")
-    print(f"{batch.name:<62} {batch.per_s:>13,.0f} {batch.seconds:>8.2f}")
+    print(f"{batch.name:<62} {batch.per_s:>13,.0f} {batch.seconds:>8.2f}{disk_mark(batch)}")
     rb: Figure | None = report.get("redis_benchmark")
     if rb is not None:
         name = f"redis-benchmark -P {cfg['pipeline']} -c {cfg['rb_clients']} XADD (same server)"
-        print(f"{name:<62} {rb.per_s:>13,.0f} {rb.seconds:>8.2f}")
+        print(f"{name:<62} {rb.per_s:>13,.0f} {rb.seconds:>8.2f}{disk_mark(rb)}")
     print(
         f"distinct keys sent {x['distinct_keys_sent']:,}, recorded {x['recorded']:,}, in log "
         f"{x['in_log']:,}; one request re-sent: {x['retry_of_one_request']}; request p50 "
@@ -1219,17 +1267,7 @@ def print_report(report: dict[str, Any]) -> None:
             verdict = "reference: the framework alone, no Redis, no log"
         print(f"  {label:<40} {value:>6.3f}  {verdict}")
     for r in runs:
-        profile = r.extra.get("profile")
-        if profile and profile["samples"]:
-            print(
-                f"\nprofile of the web processes during '{r.name}' ({profile['samples']} samples)"
-            )
-            print("  own time (leaf frames):")
-            for frame, n in profile["own"][:15]:
-                print(f"    {n / profile['samples']:>6.1%}  {frame}")
-            print("  total time (tracker / aiohttp / structlog frames on the stack):")
-            for frame, n in profile["total"][:15]:
-                print(f"    {n / profile['samples']:>6.1%}  {frame}")
+        print_profile(r)
 
 
 def to_json(report: dict[str, Any]) -> dict[str, Any]:
