@@ -10,6 +10,7 @@ full patterns.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -130,9 +131,13 @@ def is_prefetch(headers: Mapping[str, str]) -> bool:
     return False
 
 
+# Real user agents repeat a lot: the verdict for one is a pure function of the string.
+_is_bot_cached = functools.lru_cache(maxsize=4096)(is_bot)
+
+
 def classify(user_agent: str | None, headers: Mapping[str, str]) -> str | None:
     """``invalid_traffic_bot``, ``invalid_traffic_prefetch``, or None for traffic that counts."""
-    if is_bot(user_agent or ""):
+    if _is_bot_cached(user_agent or ""):
         return BOT
     if is_prefetch(headers):
         return PREFETCH
