@@ -65,6 +65,28 @@ def _stream_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_events_args(args: argparse.Namespace) -> None:
+    """Bounds and positions of `events export|tail`, checked before anything connects."""
+    if args.command != "events":
+        return
+    if args.events_command == "export":
+        time_bound(args.since, upper=False)
+        time_bound(args.until, upper=True)
+    elif args.start != "$":
+        _check_stream_id(args.start)
+
+
+def _check_stream_id(value: str) -> None:
+    try:
+        ms, seq = keys.parse_id(value)
+    except ValueError:
+        raise SettingsError(
+            f"--from {value!r}: expected a stream id such as 1700000000000-0"
+        ) from None
+    if ms < 0 or seq < 0:
+        raise SettingsError(f"--from {value!r}: expected a stream id such as 1700000000000-0")
+
+
 def _line(stored: StoredEvent) -> bytes:
     body = {"stream": stored.partition, "id": stored.entry_id, "event": stored.event}
     return msgspec.json.encode(body) + b"\n"
@@ -115,9 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        if args.command == "events" and args.events_command == "export":
-            time_bound(args.since, upper=False)
-            time_bound(args.until, upper=True)
+        _check_events_args(args)
         token_cli.check_args(args)
     except (SettingsError, ValueError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")

@@ -39,7 +39,14 @@ def tracker(
 
 @pytest.mark.parametrize(
     "args",
-    [["nope"], ["actor", "nobody"], ["events"], ["dev", "--actors", "ghost"], []],
+    [
+        ["nope"],
+        ["actor", "nobody"],
+        ["events"],
+        ["dev", "--actors", "ghost"],
+        [],
+        ["events", "tail", "--from", "yesterday"],
+    ],
 )
 def test_bad_arguments_exit_2_with_a_message(args: list[str]) -> None:
     result = tracker(*args)

@@ -261,3 +261,12 @@ async def test_signed_redirect_is_followed_off_the_allow_list(
     assert denied.status == 403
     bad = await api.get("/redirect-signature", params={"url": "javascript:alert(1)"}, headers=h)
     assert bad.status == 422
+
+
+async def test_non_ascii_digits_are_unknown_not_a_crash(api: Client, store: EventStore) -> None:
+    tracker = await api.get("/imptr?id=%C2%B2", headers=BROWSER)
+    offer = await api.get("/imp?aid=1&oid=%C2%B2", headers=BROWSER)
+    assert tracker.status == offer.status == 200
+    assert await tracker.read() == TRANSPARENT_GIF
+    reasons = sorted(e.reason for e in await logged(store))
+    assert reasons == ["unknown_offer", "unknown_tracker"]

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -268,3 +269,44 @@ async def test_drain_skips_events_whose_uncertain_append_landed(
     assert sorted(e.impression_id for e in stored) == sorted(  # type: ignore[union-attr]
         [landed.impression_id, lost.impression_id]
     )
+
+
+async def test_an_unreadable_file_is_set_aside_and_the_rest_drain(
+    tmp_path: Path, store: EventStore
+) -> None:
+    bad_event = impression()
+    raw = msgspec.json.decode(events.encode(bad_event))
+    raw["type"] = "from_a_newer_build"
+    first = SpoolWriter(tmp_path)
+    await first.write_many([SpoolRecord("k-bad", msgspec.json.encode(raw))])
+    await first.close()
+    evs, records = spooled(3)
+    second = SpoolWriter(tmp_path)
+    await second.write_many(records)
+    await second.close()
+    report = await spool.drain(store, tmp_path)
+    assert report.events == 3
+    assert [name.endswith(".bad") for name in os.listdir(tmp_path)] == [True]
+    assert set(await logged_event_ids(store)) == {e.event_id for e in evs}
+
+
+async def test_drain_skips_a_landed_event_after_its_token_expired(
+    tmp_path: Path, store: EventStore
+) -> None:
+    from datetime import UTC, datetime
+
+    from tracker.actors.runner import ProjectionRunner
+    from tracker.projections.impressions import ImpressionLookup
+
+    now = datetime.now(UTC)
+    landed = impression(at=now)
+    await store.append(landed)  # it ran; its reply was lost; its token has since expired
+    for part in store.partitions:
+        await ProjectionRunner(store, ImpressionLookup(), part).run(until_caught_up=True)
+    writer = SpoolWriter(tmp_path)
+    record = SpoolRecord(landed.impression_id, events.encode(landed), "tracker:{p0}:gtok:gone")
+    await writer.write_many([record])
+    report = await spool.drain(store, tmp_path, writer=writer)
+    await writer.close()
+    assert (report.events, report.duplicates) == (0, 1)
+    assert sum((await logged_event_ids(store)).values()) == 1

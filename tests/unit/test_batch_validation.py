@@ -245,3 +245,15 @@ def test_errors_serialise_for_the_response_body() -> None:
 def test_other_timezones_for_now_work() -> None:
     now = NOW.astimezone(timezone(timedelta(hours=-5)))
     assert not isinstance(validate(body(item(timestamp="2026-01-15T12:04:00Z")), now), Rejected)
+
+
+def test_timestamps_out_of_range_are_errors_not_crashes() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    body = (
+        b'{"impressions": [{"member_id": "m", "creative_id": "c", "ad_unit_id": "a",'
+        b' "timestamp": "0001-01-01T00:00:00+14:00"}]}'
+    )
+    result = validate(body, now)
+    assert isinstance(result, Rejected)
+    assert result.status == 422
+    assert [e.path for e in result.errors] == ["$.impressions[0].timestamp"]

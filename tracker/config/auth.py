@@ -38,7 +38,12 @@ def parse_role(raw: str) -> tuple[model.Role, int | None]:
     role, _, scope = raw.partition(":")
     if role == "admin" and not scope:
         return "admin", None
-    if role in ROLES and role != "admin" and scope.isdigit() and int(scope) > 0:
+    if (
+        role in ROLES
+        and role != "admin"
+        and (scope.isascii() and scope.isdigit())
+        and int(scope) > 0
+    ):
         return cast(model.Role, role), int(scope)
     raise ValueError(f"role {raw!r}: expected admin, advertiser:ID, affiliate:ID or publisher:ID")
 

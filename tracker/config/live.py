@@ -82,14 +82,21 @@ class LiveConfig:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff_s(failures))
                 continue
+            except Exception as exc:  # an undecodable entry (e.g. a newer build's event type)
+                self._fail(exc)
+                raise
             if batch:
                 try:
                     self._apply_batch(list(batch))
                 except Exception as exc:  # a fold error is a bug: stop here, loudly
-                    self.failure = exc
-                    self._changed.set()
-                    logger.exception("config_fold_failed", position=self.state.position)
+                    self._fail(exc)
                     raise
+
+    def _fail(self, exc: Exception) -> None:
+        """Stop deciding silently on stale configuration: /readyz and management calls see it."""
+        self.failure = exc
+        self._changed.set()
+        logger.error("config_tail_stopped", position=self.state.position, exc_info=exc)
 
     def stop(self) -> None:
         self._stopping.set()

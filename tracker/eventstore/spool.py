@@ -31,8 +31,10 @@ import msgspec
 import structlog
 
 from tracker import events
+from tracker.eventstore import keys
 from tracker.eventstore.store import EventStore
 from tracker.ids import new_uuid7_hex
+from tracker.projections import impressions
 
 logger = structlog.get_logger()
 
@@ -263,8 +265,8 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
             landed = await _landed(store, chunk)
             items = [
                 (events.decode(r.event), r.idempotency_key)
-                for r in chunk
-                if r.group_token not in landed
+                for i, r in enumerate(chunk)
+                if i not in landed
             ]
             results = await store.append_many(items)
             dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
@@ -283,10 +285,21 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
     return DrainReport(1, appended, duplicates, contents.torn_bytes)
 
 
-async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[str]:
-    """Tokens of failed append calls that ran after all (their events are in the log)."""
-    tokens = sorted({r.group_token for r in records if r.group_token})
-    return {t for t in tokens if await store.group_ran(t)}
+async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:
+    """Indexes of records already in the log though their append failed: the failed call's group
+    token still exists (it ran after all), or, once the token expired, the impression lookup
+    knows the record's impression id (a pixel spools under its impression id)."""
+    pipe = store.client.pipeline(transaction=False)
+    for record in records:
+        pipe.exists(record.group_token or keys.META + ":none")
+        event = events.decode(record.event)
+        if isinstance(event, events.ImpressionSeen):
+            part = store.partition_of(event)
+            pipe.exists(impressions.record_key(part, event.impression_id))
+        else:
+            pipe.exists(keys.META + ":none")
+    found = await pipe.execute()
+    return {i for i in range(len(records)) if found[2 * i] or found[2 * i + 1]}
 
 
 async def drain(
@@ -302,7 +315,15 @@ async def drain(
         await writer.rotate()
     total = DrainReport()
     for path in spool_files(directory):
-        report = await _drain_file(store, path, batch)
+        try:
+            report = await _drain_file(store, path, batch)
+        except (SpoolCorrupt, events.UnknownEvent) as exc:
+            # A file this build cannot read (e.g. from a newer build before a rollback): set it
+            # aside, loudly, so the files after it still drain; nothing in it is deleted.
+            quarantined = path.with_name(path.name + ".bad")
+            path.rename(quarantined)
+            logger.error("spool_file_unreadable", path=str(quarantined), error=str(exc))
+            continue
         if report is not None:
             total = DrainReport(*(a + b for a, b in zip(total, report, strict=True)))
     return total

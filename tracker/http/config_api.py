@@ -135,7 +135,7 @@ def expected_version(request: web.Request, given: dict[str, Any], *, required: b
     body_version = given.pop("version", None)
     if header is not None:
         raw = header.strip().removeprefix("W/").strip('"')
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise ApiError(400, "bad_if_match", f"If-Match must name a version, got {header!r}")
         return int(raw)
     if body_version is not None:
@@ -247,7 +247,7 @@ def _matching(
 
 def _path_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ApiError(404, "not_found", f"no object {raw!r}")
     return int(raw)
 

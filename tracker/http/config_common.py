@@ -110,6 +110,6 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ApiError(400, "bad_parameter", f"{name} must be a whole number, got {raw!r}")
     return int(raw)

@@ -93,7 +93,7 @@ def xandr_error(exc: ApiError) -> web.Response:
 
 
 def member_id(tenant: str) -> int | str:
-    return int(tenant) if tenant.isdigit() else tenant
+    return int(tenant) if (tenant.isascii() and tenant.isdigit()) else tenant
 
 
 def _ref(state: ConfigState, kind: str, object_id: int | None) -> dict[str, Any] | None:
@@ -127,7 +127,7 @@ def _query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ApiError(400, "bad_parameter", f"{name} must be a whole number, got {raw!r}")
     return int(raw)
 
@@ -212,7 +212,8 @@ def check_links(state: ConfigState, t: model.Tracker) -> None:
 
 def _code_claim(t: model.Tracker) -> tuple[str, ...]:
     return (
-        (keys.config_claim(t.tenant, f"tracker_code:{t.advertiser_id}:{t.code}"),) if t.code else ()
+        # global: /imptr?code= names no tenant or advertiser, so a code must find one tracker
+        (keys.config_claim("*", f"tracker_code:{t.code}"),) if t.code else ()
     )
 
 
@@ -296,7 +297,7 @@ async def get_imptracker(request: web.Request) -> dict[str, Any]:
     raw_ids = request.query.get("id")
     if raw_ids is not None:
         parts = raw_ids.split(",")
-        if not all(p.strip().isdigit() for p in parts):
+        if not all((p.strip().isascii() and p.strip().isdigit()) for p in parts):
             raise ApiError(
                 400,
                 "bad_parameter",

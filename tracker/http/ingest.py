@@ -115,7 +115,7 @@ async def get_imptr(request: web.Request) -> web.StreamResponse:
     """Xandr impression tracker: id or code, t=1 (JS) / t=2 (image), cachebuster, ancost, redir."""
     q = parse_imptr(request.rel_url.raw_query_string)
     state = request.app[LIVE_CONFIG].state
-    if q.tracker_id.isdigit():
+    if q.tracker_id.isascii() and q.tracker_id.isdigit():
         decision = decide_tracker(state, int(q.tracker_id))
     elif q.code:
         decision = decide_tracker_code(state, q.code)
@@ -186,7 +186,10 @@ def _host_of(url: str) -> str:
 
 
 def _decide_offer(state: ConfigState, offer_id: str, affiliate_id: str) -> Decision:
-    if not (offer_id.isdigit() and affiliate_id.isdigit()):
+    if not (
+        (offer_id.isascii() and offer_id.isdigit())
+        and (affiliate_id.isascii() and affiliate_id.isdigit())
+    ):
         return Decision(False, UNKNOWN_OFFER)
     return decide_offer(state, int(offer_id), int(affiliate_id))
 
@@ -340,6 +343,9 @@ async def _drain_loop(
             report = await drain(store, directory, writer=writer)
         except (AppendUncertain, RedisError, OSError) as exc:
             logger.warning("spool_drain_deferred", error=str(exc))
+            continue
+        except Exception:  # a bug: keep the drainer alive, the files stay for the next round
+            logger.exception("spool_drain_failed")
             continue
         if report.events or report.duplicates:
             logger.info("spool_drain_done", events=report.events, duplicates=report.duplicates)

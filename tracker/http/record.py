@@ -89,7 +89,10 @@ async def post_record(request: web.Request) -> web.Response:
     except (AppendUncertain, RedisError, OSError) as exc:
         logger.warning("batch_unavailable", error=str(exc), impressions=len(items))
         response = error_response(
-            503, "unavailable", "the event store is unavailable; retry with the same keys"
+            503,
+            "unavailable",
+            "the event store is unavailable; retry with the same idempotency keys (items "
+            "without a key may have been recorded already)",
         )
         response.headers["Retry-After"] = "1"
         return response

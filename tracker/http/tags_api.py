@@ -18,7 +18,7 @@ async def get_tracker_tags(request: web.Request) -> web.Response:
         principal = await authenticate(request)
         raw_ids = request.query.get("id", "")
         parts = [p.strip() for p in raw_ids.split(",")]
-        if not all(p.isdigit() for p in parts):
+        if not all((p.isascii() and p.isdigit()) for p in parts):
             raise ApiError(400, "bad_parameter", "id must be a number or a comma-separated list")
         try:
             macros = tags.parse_macros(request.query.get("macros"))
@@ -69,6 +69,6 @@ async def get_offer_pixel(request: web.Request) -> web.Response:
 
 def _path_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ApiError(404, "not_found", f"no offer {raw!r}")
     return int(raw)
