@@ -444,8 +444,20 @@ async def test_auth_tenants_and_roles(api: Client, store: EventStore) -> None:
     assert (await api.get(f"/imptracker?id={tid}", headers=own)).status == 200
     stranger = await make_token(store, tenant="958", role=f"publisher:{n['P'] + 1000}")
     assert await error("get", f"/imptracker?id={tid}", stranger) == (403, "UNAUTH")
-    # a code is unique per advertiser
+    # a code is unique across every advertiser and tenant: /imptr?code= names neither
     assert await error("post", f"/imptracker?advertiser_id={n['A']}", h, json=body) == (
+        409,
+        "INTEGRITY",
+    )
+    m = await network(api, other_admin, "B", [("L", "P")])
+    theirs = {
+        "imptracker": {
+            **body["imptracker"],
+            "publisher": {"id": m["P"]},
+            "line_item": {"id": m["L"]},
+        }
+    }
+    assert await error("post", f"/imptracker?advertiser_id={m['B']}", other_admin, json=theirs) == (
         409,
         "INTEGRITY",
     )

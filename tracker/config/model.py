@@ -107,7 +107,7 @@ class Tracker(ConfigObject, frozen=True):
     advertiser_id: int
     line_item_id: int
     publisher_id: int
-    code: str | None = None  # custom code, unique per advertiser
+    code: str | None = None  # custom code, unique across all tenants (/imptr?code= names none)
     state: State = "active"
     placement_id: int | None = None  # Xandr "tag"
     payment_rule_id: int | None = None

@@ -101,5 +101,5 @@ def config_request(token: str) -> str:
 
 
 def config_claim(tenant: str, name: str) -> str:
-    """A unique name (e.g. a tracker code per advertiser) held by one object id."""
+    """A unique name (e.g. a tracker code, global) held by one object id."""
     return f"{PREFIX}:{{{CONFIG}}}:claim:{tenant}:{name}"
