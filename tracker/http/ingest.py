@@ -261,6 +261,8 @@ async def record_hit(request: web.Request, hit: Hit) -> web.StreamResponse:
         duplicate = msgspec.structs.replace(event, verdict="not_counted", reason=DUPLICATE_IMP_ID)
         claim = Claim(claim_name, DUPLICATE_WINDOW_S, duplicate)
     status, verdict = await _append_or_spool(app, store, event, claim)
+    if verdict != event.verdict:  # the claim was taken: the duplicate was stored instead
+        reason = DUPLICATE_IMP_ID
     structlog.contextvars.bind_contextvars(
         impression_id=impression_id, verdict=verdict, reason=reason, tenant=hit.tenant
     )
