@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+
+from tracker.eventstore.connection import connect
+from tracker.eventstore.store import EventStore
 
 
 class ReplyDroppingProxy:
@@ -77,3 +81,18 @@ class ReplyDroppingProxy:
             for writer in (c_writer, u_writer):
                 with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                     await writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def proxied_store(
+    upstream_port: int, drops: int
+) -> AsyncIterator[tuple[ReplyDroppingProxy, EventStore]]:
+    """An EventStore whose connections go through a reply-dropping proxy to ``upstream_port``."""
+    proxy = ReplyDroppingProxy(upstream_port, drops=drops)
+    await proxy.start()
+    client = connect(f"redis://127.0.0.1:{proxy.port}/0")
+    try:
+        yield proxy, EventStore(client, partitions=4)
+    finally:
+        await client.aclose()
+        await proxy.stop()

@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.integration.config_support import make_token, ok
 from tracker.events import ImpressionSeen
-from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.spool import spool_dir, spool_files
 from tracker.eventstore.store import EventStore
@@ -43,11 +42,9 @@ async def _setup(api: TestClient[Any, Any], store: EventStore) -> str:
 
 
 async def test_pixels_spool_while_redis_is_down_and_drain_exactly_once(
-    any_server: EmbeddedRedis, tmp_path: Path
+    any_server: EmbeddedRedis, any_store: EventStore, tmp_path: Path
 ) -> None:
-    client = connect(any_server.url)
-    store = EventStore(client, partitions=4)
-    await store.check_partitions()
+    store = any_store
     settings = Settings(data_dir=tmp_path / "var")
     acked: list[str] = []
     failures: Counter[int] = Counter()
@@ -83,15 +80,12 @@ async def test_pixels_spool_while_redis_is_down_and_drain_exactly_once(
     twice = [i for i, n in logged.items() if n > 1]
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged impressions lost"
     assert not twice, f"{len(twice)} impressions logged more than once"
-    await client.aclose()
 
 
 async def test_batch_answers_503_while_down_and_retries_land_once(
-    any_server: EmbeddedRedis, tmp_path: Path
+    any_server: EmbeddedRedis, any_store: EventStore, tmp_path: Path
 ) -> None:
-    client = connect(any_server.url)
-    store = EventStore(client, partitions=4)
-    await store.check_partitions()
+    store = any_store
     path = "/publisher.v1/impression/record"
     async with TestClient(TestServer(create_app(store, Settings(data_dir=tmp_path)))) as api:
         h = await make_token(store, role="publisher:1")
@@ -133,4 +127,3 @@ async def test_batch_answers_503_while_down_and_retries_land_once(
     logged = await _logged_ids(store)
     assert len(logged) == 20 * 200
     assert max(logged.values()) == 1
-    await client.aclose()

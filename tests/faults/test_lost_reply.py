@@ -8,7 +8,7 @@ import msgspec
 from structlog.testing import capture_logs
 
 from tests.factories import impression
-from tests.faults.proxy import ReplyDroppingProxy
+from tests.faults.proxy import proxied_store
 from tracker.events import ImpressionSeen
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
@@ -16,11 +16,7 @@ from tracker.eventstore.store import Claim, EventStore
 
 
 async def test_retried_group_append_is_not_duplicated(any_server: EmbeddedRedis) -> None:
-    proxy = ReplyDroppingProxy(any_server.port, drops=3)
-    await proxy.start()
-    client = connect(f"redis://127.0.0.1:{proxy.port}/0")
-    try:
-        store = EventStore(client, partitions=4)
+    async with proxied_store(any_server.port, drops=3) as (proxy, store):
         events = [impression() for _ in range(400)]
         with capture_logs() as logs:
             results = await asyncio.gather(*(store.append(e) for e in events))
@@ -33,52 +29,33 @@ async def test_retried_group_append_is_not_duplicated(any_server: EmbeddedRedis)
             assert [s.event for s in stored] == mine  # each once, in order
             by_result = sorted(r.entry_id for r in results if r.partition == part)
             assert sorted(s.entry_id for s in stored) == by_result
-    finally:
-        await client.aclose()
-        await proxy.stop()
 
 
 async def test_retried_keyed_append_reports_the_right_duplicates(any_server: EmbeddedRedis) -> None:
     direct = connect(any_server.url)
     await EventStore(direct, partitions=4).append(impression(key="seen"), idempotency_key="seen")
-    proxy = ReplyDroppingProxy(any_server.port, drops=1)
-    await proxy.start()
-    client = connect(f"redis://127.0.0.1:{proxy.port}/0")
-    try:
-        store = EventStore(client, partitions=4)
+    await direct.aclose()
+    async with proxied_store(any_server.port, drops=1) as (proxy, store):
         items = [(impression(key=k), k) for k in ("seen", "new-1", "new-2")]
-        same_part = [
-            (e, k) for e, k in items if store.partition_of(e) == store.partition_of(items[0][0])
-        ]
+        first_part = store.partition_of(items[0][0])
+        same_part = [(e, k) for e, k in items if store.partition_of(e) == first_part]
         results = await store.append_many(same_part)
         assert proxy.dropped == 1
         assert results[0].duplicate
         assert [r.duplicate for r in results[1:]] == [False] * (len(results) - 1)
         assert await store.length(results[0].partition) == len(results)
-    finally:
-        await client.aclose()
-        await direct.aclose()
-        await proxy.stop()
 
 
 async def test_retried_claims_report_the_alternates(any_server: EmbeddedRedis) -> None:
-    proxy = ReplyDroppingProxy(any_server.port, drops=1)
-    await proxy.start()
-    client = connect(f"redis://127.0.0.1:{proxy.port}/0")
-    try:
-        store = EventStore(client, partitions=4)
+    def hit() -> tuple[ImpressionSeen, Claim]:
+        event = impression(key="o1:i1", external_imp_id="i1")
+        dup = msgspec.structs.replace(event, verdict="not_counted", reason="duplicate_imp_id")
+        return event, Claim("o1:i1", 60, dup)
 
-        def hit() -> tuple[ImpressionSeen, Claim]:
-            event = impression(key="o1:i1", external_imp_id="i1")
-            dup = msgspec.structs.replace(event, verdict="not_counted", reason="duplicate_imp_id")
-            return event, Claim("o1:i1", 60, dup)
-
+    async with proxied_store(any_server.port, drops=1) as (proxy, store):
         calls = [hit() for _ in range(3)]
         results = await asyncio.gather(*(store.append(e, claim=c) for e, c in calls))
         assert proxy.dropped == 1
         assert [r.alternate for r in results] == [False, True, True]
         stored = await store.read(results[0].partition)
         assert [s.entry_id for s in stored] == [r.entry_id for r in results]
-    finally:
-        await client.aclose()
-        await proxy.stop()
