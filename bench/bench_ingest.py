@@ -727,15 +727,49 @@ def count_lines(path: Path) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def projector_paused(ctx: Ctx, paused: bool) -> Iterator[None]:
+    """SIGSTOP the projector for the block (its backlog is folded after SIGCONT): the web tier's
+    own capacity, as with projectors on other machines (see README)."""
+    proc = ctx.projector if paused else None
+    if proc is not None:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if proc is not None:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
 async def tracker_run(
-    ctx: Ctx, key: str, path: str, dialect: str, script: Path, profile: bool = False
+    ctx: Ctx,
+    key: str,
+    path: str,
+    dialect: str,
+    script: Path,
+    profile: bool = False,
+    paused: bool = True,
 ) -> PixelRun:
     """wrk against the web processes; then every completed request must be in the log."""
     url = ctx.base + path
     await quiet(ctx)
+    with projector_paused(ctx, paused):
+        return await _tracker_run(ctx, key, path, dialect, script, url, profile, paused)
+
+
+async def _tracker_run(
+    ctx: Ctx,
+    key: str,
+    path: str,
+    dialect: str,
+    script: Path,
+    url: str,
+    profile: bool,
+    paused: bool,
+) -> PixelRun:
     if ctx.args.warmup:
         await run_wrk(ctx.args, url, script, seconds=ctx.args.warmup)
-        await quiet(ctx)
+        await (until_log_stable(ctx.store) if paused else quiet(ctx))
     mark = await log_mark(ctx.store)
     log_lines = sum(count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs)))
     _, forks_before = await server_counters(ctx.client)
@@ -754,7 +788,8 @@ async def tracker_run(
     delayed = await delayed_fsyncs(ctx) - delayed_before
     verdicts = await impressions_since(ctx.store, mark)
     _, forks_after = await server_counters(ctx.client)
-    name = f"tracker {path.split('?')[0]:<6} log level {ctx.level}"
+    where = "projector paused" if paused else "projector running"
+    name = f"tracker {path.split('?')[0]:<6} {ctx.level:<7} {where}"
     run = PixelRun(key, name, stats, cpu, sum(verdicts.values()), dict(verdicts))
     run.aof_rewrites = forks_after - forks_before
     lines_now = sum(count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs)))
@@ -764,7 +799,8 @@ async def tracker_run(
     run.extra["events_per_script_call"] = round(sum(verdicts.values()) / max(1, scripts), 2)
     if profile_report:
         run.extra["profile"] = profile_report
-    run.projector_catch_up_s = round(await until_projected(ctx), 2)
+    if not paused:
+        run.projector_catch_up_s = round(await until_projected(ctx), 2)
     check_pixel_run(run, dialect)
     return run
 
@@ -1106,10 +1142,14 @@ async def pixel_phase(ctx: Ctx, script: Path, level: str) -> list[PixelRun]:
     if ctx.level != level or not ctx.webs:
         await start_webs(ctx, level)
     profile = ctx.args.profile and level == "warning"
-    return [
+    runs = [
         await tracker_run(ctx, f"imp_{level}", ctx.imp_path, "affise", script, profile),
         await tracker_run(ctx, f"imptr_{level}", ctx.imptr_path, "xandr", script),
     ]
+    if ctx.args.projector_run:  # the same /imp with the projector folding alongside
+        key = f"imp_{level}_projector"
+        runs.append(await tracker_run(ctx, key, ctx.imp_path, "affise", script, paused=False))
+    return runs
 
 
 async def run(ctx: Ctx) -> dict[str, Any]:
@@ -1131,7 +1171,10 @@ async def run(ctx: Ctx) -> dict[str, Any]:
         if args.floor:
             runs.append(await floor_run(ctx, script))
         runs += await pixel_phase(ctx, script, "warning")
-        report["lag"] = await lag_phase(ctx, runs[-2].wrk.per_s)
+        # the whole system's maximum on these cores: with the projector folding alongside
+        by_key = {r.key: r for r in runs}
+        full = by_key.get("imp_warning_projector") or by_key["imp_warning"]
+        report["lag"] = await lag_phase(ctx, full.wrk.per_s)
     report |= await batch_phase(ctx)
     if args.wrk and args.info_run:
         runs += await pixel_phase(ctx, script, "info")
@@ -1338,6 +1381,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="py-spy record the web processes during the /imp warning run (pip install py-spy)",
+    )
+    p.add_argument(
+        "--no-projector-run",
+        dest="projector_run",
+        action="store_false",
+        help="skip the /imp runs with the projector running alongside",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profiles)")
     p.add_argument("--seed", type=int, default=1, help="seed for the batch bodies")

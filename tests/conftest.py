@@ -11,6 +11,7 @@ import redis.asyncio as redis
 from tests.redis_server import redis_binaries, start_server
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
+from tracker.eventstore.pipe import close_pipe
 from tracker.eventstore.store import EventStore
 
 
@@ -32,6 +33,7 @@ async def client(redis_url: str) -> AsyncIterator[redis.Redis]:
     c = connect(redis_url)
     await c.flushall()
     yield c
+    close_pipe(c)
     await c.aclose()
 
 
@@ -41,6 +43,7 @@ async def store(client: redis.Redis) -> AsyncIterator[EventStore]:
     await s.check_partitions()
     yield s
     await s.drain()
+    s.close()
 
 
 _BINARIES = redis_binaries()
@@ -66,4 +69,5 @@ async def vstore(versioned_server: EmbeddedRedis) -> AsyncIterator[EventStore]:
     s = EventStore(c, partitions=2)
     yield s
     await s.drain()
+    s.close()
     await c.aclose()

@@ -155,6 +155,23 @@ def is_https(scheme: str, headers: Mapping[str, str]) -> bool:
     return scheme.lower() == "https"
 
 
+def parse_cookies(header: str) -> dict[str, str]:
+    """Name -> value of a ``Cookie`` request header; the first of a repeated name wins (browsers
+    send the most specific path first). Lenient like browsers: a part without ``=`` is skipped,
+    surrounding double quotes are dropped."""
+    cookies: dict[str, str] = {}
+    if not header:
+        return cookies
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            cookies.setdefault(name.strip(), value)
+    return cookies
+
+
 def visitor(privacy: Privacy, cookies: Mapping[str, str], https: bool) -> tuple[str, Cookie | None]:
     """(visitor id, cookie to set): the browser's id is kept and its cookie renewed for a year;
     without permission the id is "" and an existing cookie is expired."""

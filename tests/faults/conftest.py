@@ -44,6 +44,7 @@ async def _store(server: EmbeddedRedis) -> AsyncIterator[EventStore]:
     await store.check_partitions()
     yield store
     await store.drain()
+    store.close()
     await client.aclose()
 
 

@@ -91,8 +91,10 @@ async def proxied_store(
     proxy = ReplyDroppingProxy(upstream_port, drops=drops)
     await proxy.start()
     client = connect(f"redis://127.0.0.1:{proxy.port}/0")
+    store = EventStore(client, partitions=4)
     try:
-        yield proxy, EventStore(client, partitions=4)
+        yield proxy, store
     finally:
+        store.close()
         await client.aclose()
         await proxy.stop()

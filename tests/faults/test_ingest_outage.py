@@ -9,9 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.config_support import make_token, ok
+from tests.integration.config_support import FrontTestServer, make_token, ok
 from tracker.events import ImpressionSeen
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.spool import spool_dir, spool_files
@@ -48,14 +49,18 @@ async def test_pixels_spool_while_redis_is_down_and_drain_exactly_once(
     settings = Settings(data_dir=tmp_path / "var")
     acked: list[str] = []
     failures: Counter[int] = Counter()
-    async with TestClient(TestServer(create_app(store, settings))) as api:
-        url = await _setup(api, store)
+    async with (
+        TestClient(FrontTestServer(create_app(store, settings))) as api,
+        aiohttp.ClientSession() as browsers,  # pixel-only connections: the lean path
+    ):
+        url = api.make_url(await _setup(api, store))
         stop_at = time.monotonic() + 5.0
 
         async def visitor() -> None:
             while time.monotonic() < stop_at:
-                r = await api.get(url, headers=BROWSER)
-                await r.read()
+                async with browsers.get(url, headers=BROWSER) as r:
+                    await r.read()
+                    assert r.headers["Server"] == "tracker"
                 if r.status == 200:
                     acked.append(r.headers["X-Impression-Id"])
                 else:

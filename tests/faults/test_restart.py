@@ -34,6 +34,7 @@ async def test_actor_survives_redis_restart(any_server: EmbeddedRedis, tmp_path:
     try:
         await _append(store, 1000)
         await wait_caught_up(store)
+        store.close()
         await client.aclose()
         any_server.stop()  # the actor's reads now fail: it must back off, not crash
         await asyncio.sleep(1.5)
@@ -49,6 +50,7 @@ async def test_actor_survives_redis_restart(any_server: EmbeddedRedis, tmp_path:
     finally:
         proc.kill()
         proc.wait()
+        store.close()
         await client.aclose()
 
 

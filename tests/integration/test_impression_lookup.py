@@ -6,11 +6,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
 from tests.factories import IDS, impression
-from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
+from tests.integration.config_support import (
+    make_token,
+    ok,
+    pixel_api_fixture,  # noqa: F401  # fixture
+)
 from tracker import events
 from tracker.actors.runner import ProjectionRunner
 from tracker.events import ImpressionSeen
@@ -22,6 +27,12 @@ from tracker.projections import impressions as imp
 from tracker.projections.impressions import FUTURE_SKEW_MS, ImpressionLookup
 
 Client = TestClient[Any, Any]
+
+
+@pytest.fixture(name="api")
+def api_fixture(pixel_api: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """Every test here runs on the lean pixel path and behind aiohttp's router."""
+    return pixel_api
 
 
 def recent(at: timedelta = timedelta(0), **fields: Any) -> ImpressionSeen:

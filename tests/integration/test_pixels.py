@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
+from tests.integration.config_support import (
+    make_token,
+    ok,
+    pixel_api_fixture,  # noqa: F401  # fixture
+)
 from tracker.config.live import LIVE_CONFIG
 from tracker.events import ImpressionSeen
 from tracker.eventstore.store import EventStore
@@ -18,6 +23,12 @@ BROWSER = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0 Safari/537.36"
 }
+
+
+@pytest.fixture(name="api")
+def api_fixture(pixel_api: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """Every test here runs on the lean pixel path and behind aiohttp's router."""
+    return pixel_api
 
 
 async def logged(store: EventStore) -> list[ImpressionSeen]:

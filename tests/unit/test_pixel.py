@@ -12,11 +12,12 @@ from tracker.http.pixel import (
     JS_BODY,
     NO_CACHE_HEADERS,
     TRANSPARENT_GIF,
-    gif_response,
+    gif_answer,
     is_safe_location,
-    js_response,
-    pixel_response,
-    redirect_response,
+    js_answer,
+    pixel_answer,
+    redirect_answer,
+    web_response,
 )
 
 
@@ -59,36 +60,40 @@ def test_gif_is_a_valid_transparent_gif89a_of_one_pixel() -> None:
     assert gif[pos + 1 :] == b"\x3b"  # trailer, nothing after it
 
 
-def test_gif_response_has_type_body_and_no_cache_headers() -> None:
-    response = gif_response({"X-Impression-Id": "abc"})
-    assert response.status == 200
-    assert response.body == TRANSPARENT_GIF
-    assert response.content_type == "image/gif"
-    assert response.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
-    assert response.headers["Pragma"] == "no-cache"
-    assert response.headers["Expires"] == "0"
-    assert response.headers["X-Impression-Id"] == "abc"
+def test_gif_answer_has_type_body_and_no_cache_headers() -> None:
+    answer = gif_answer({"X-Impression-Id": "abc"})
+    assert answer.status == 200
+    assert answer.body == TRANSPARENT_GIF
+    headers = dict(answer.headers)
+    assert headers["Content-Type"] == "image/gif"
+    assert headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    assert headers["Pragma"] == "no-cache"
+    assert headers["Expires"] == "0"
+    assert headers["X-Impression-Id"] == "abc"
 
 
-def test_js_response_is_javascript_without_caching() -> None:
-    response = js_response()
-    assert response.body == JS_BODY
-    assert response.content_type == "application/javascript"
+def test_js_answer_is_javascript_without_caching() -> None:
+    answer = js_answer()
+    assert answer.body == JS_BODY
+    headers = dict(answer.headers)
+    assert headers["Content-Type"] == "application/javascript; charset=utf-8"
     for name, value in NO_CACHE_HEADERS.items():
-        assert response.headers[name] == value
+        assert headers[name] == value
 
 
-def test_pixel_response_picks_js_only_when_asked() -> None:
-    assert pixel_response(javascript=True).body == JS_BODY
-    assert pixel_response(javascript=False).body == TRANSPARENT_GIF
+def test_pixel_answer_picks_js_only_when_asked() -> None:
+    assert pixel_answer(javascript=True).body == JS_BODY
+    assert pixel_answer(javascript=False).body == TRANSPARENT_GIF
 
 
 def test_redirect_is_302_with_location_and_no_cache() -> None:
-    response = redirect_response("https://example.com/landing?a=1&b=2", {"X-Impression-Id": "i"})
-    assert response.status == 302
-    assert response.headers["Location"] == "https://example.com/landing?a=1&b=2"
-    assert response.headers["Cache-Control"].startswith("no-store")
-    assert response.headers["X-Impression-Id"] == "i"
+    answer = redirect_answer("https://example.com/landing?a=1&b=2", {"X-Impression-Id": "i"})
+    assert answer.status == 302
+    assert answer.body == b""
+    headers = dict(answer.headers)
+    assert headers["Location"] == "https://example.com/landing?a=1&b=2"
+    assert headers["Cache-Control"].startswith("no-store")
+    assert headers["X-Impression-Id"] == "i"
 
 
 @pytest.mark.parametrize(
@@ -107,12 +112,12 @@ def test_redirect_is_302_with_location_and_no_cache() -> None:
 def test_unsafe_redirect_targets_are_refused(target: str) -> None:
     assert not is_safe_location(target)
     with pytest.raises(ValueError, match="unsafe"):
-        redirect_response(target)
+        redirect_answer(target)
 
 
 async def test_gif_goes_over_the_wire_unchanged() -> None:
     async def handler(request: web.Request) -> web.Response:
-        return gif_response()
+        return web_response(gif_answer())
 
     app = web.Application()
     app.router.add_get("/imp", handler)

@@ -14,6 +14,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 logger = structlog.get_logger()
 
 SOCKET_TIMEOUT_S = 10.0  # blocking reads use block times well below this
+CONNECT_TIMEOUT_S = 5.0
+RETRIES = 3  # re-sends of a command after a connection error or timeout
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 1.0  # jittered exponential backoff between them
 MIN_VERSION = (6, 2)
 
 
@@ -26,10 +29,12 @@ def connect(url: str, *, max_connections: int = 64) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=5.0,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=30,
         max_connections=max_connections,
-        retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3),
+        retry=Retry(
+            ExponentialWithJitterBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), retries=RETRIES
+        ),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 

@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tracker import events
 from tracker.events import AnyEvent
 from tracker.eventstore import keys, scripts
+from tracker.eventstore.pipe import Pipe
 
 logger = structlog.get_logger()
 _ops_encoder: Final = msgspec.msgpack.Encoder()
@@ -98,14 +99,27 @@ class _Script:
         self.source = source
         self.sha: str | None = None
 
-    async def __call__(self, client: redis.Redis, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(
+        self,
+        client: redis.Redis,
+        keys_: Sequence[str],
+        args: Sequence[Any],
+        pipe: Pipe | None = None,
+    ) -> Any:
         if self.sha is None:
             self.sha = as_str(await client.script_load(self.source))
         try:
-            return await client.evalsha(self.sha, len(keys_), *keys_, *args)
+            return await self._evalsha(client, pipe, keys_, args)
         except NoScriptError:
             self.sha = as_str(await client.script_load(self.source))
-            return await client.evalsha(self.sha, len(keys_), *keys_, *args)
+            return await self._evalsha(client, pipe, keys_, args)
+
+    async def _evalsha(
+        self, client: redis.Redis, pipe: Pipe | None, keys_: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        if pipe is not None:
+            return await pipe.call("EVALSHA", self.sha, len(keys_), *keys_, *args)
+        return await client.evalsha(self.sha, len(keys_), *keys_, *args)  # type: ignore[arg-type]
 
 
 class EventStore:
@@ -122,8 +136,11 @@ class EventStore:
         *,
         idempotency_ttl_s: int = 7 * 24 * 3600,
         max_group: int = MAX_GROUP,
+        pipe: bool = True,
     ) -> None:
         self.client = client
+        # appends go over a lean pipelined connection of their own (see pipe.py), when possible
+        self._pipe = Pipe.for_client(client) if pipe else None
         self.partition_count = partitions
         self.partitions = keys.partitions(partitions)
         self.idempotency_ttl_s = idempotency_ttl_s
@@ -134,6 +151,8 @@ class EventStore:
         self._flush_scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
         self._busy: dict[str, int] = {}  # partition -> script calls in flight
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hot = secrets.randbelow(partitions)  # see hot_route()
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -149,6 +168,13 @@ class EventStore:
 
     # -- appending ------------------------------------------------------------------------------
 
+    def hot_route(self) -> int:
+        """The partition number to route an event to when any partition will do (an impression
+        without an idempotency key or claim): the same for every such event of one event-loop
+        tick, and the next one after each flush. One script call then carries the tick's events
+        instead of one per partition, while over time every partition gets its share."""
+        return self._hot
+
     def partition_of(self, event: AnyEvent) -> str:
         return keys.partition_of(event, self.partition_count)
 
@@ -156,6 +182,14 @@ class EventStore:
         self, event: AnyEvent, idempotency_key: str | None = None, *, claim: Claim | None = None
     ) -> AppendResult:
         """Append one event; with a key, a repeat returns the original entry (duplicate=True).
+        See ``submit``."""
+        return await self.submit(event, idempotency_key, claim=claim)
+
+    def submit(
+        self, event: AnyEvent, idempotency_key: str | None = None, *, claim: Claim | None = None
+    ) -> asyncio.Future[AppendResult]:
+        """``append`` without the coroutine: queue the event, return the future of its result
+        (for callers that answer from a callback, like the lean pixel front end).
 
         Keys are scoped to a partition: an event with a key must be routed to
         ``keys.key_route(tenant, key, n)`` (mint its impression id with that route). A claim, too,
@@ -168,7 +202,7 @@ class EventStore:
             if self.partition_of(claim.otherwise) != part:
                 raise ValueError("a claim's alternative event must be in the same partition")
             raw_claim = (claim.name, claim.ttl_s, events.encode(claim.otherwise))
-        return await self._enqueue(part, events.encode(event), idempotency_key, raw_claim)
+        return self._enqueue(part, events.encode(event), idempotency_key, raw_claim)
 
     async def append_many(
         self, items: Iterable[AnyEvent | tuple[AnyEvent, str | None]]
@@ -187,7 +221,9 @@ class EventStore:
         idempotency_key: str | None,
         claim: tuple[str, int, bytes] | None,
     ) -> asyncio.Future[AppendResult]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # cached: get_running_loop() is a getpid() on 3.11
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
         self._pending.setdefault(part, []).append(_Pending(payload, idempotency_key, claim, future))
         if not self._flush_scheduled:
@@ -203,6 +239,7 @@ class EventStore:
         of exhausting the connection pool.
         """
         self._flush_scheduled = False
+        self._hot = (self._hot + 1) % self.partition_count
         for part in list(self._pending):
             while self._pending.get(part) and self._busy.get(part, 0) < MAX_INFLIGHT:
                 items = self._pending[part][: self.max_group]
@@ -259,7 +296,7 @@ class EventStore:
             else:
                 name, ttl_s, alternative = item.claim
                 args += [ki, slot(keys.claim(part, name)), ttl_s, item.payload, alternative]
-        reply = await self._append_script(self.client, script_keys, args)
+        reply = await self._append_script(self.client, script_keys, args, self._pipe)
         raw = [as_str(x) for x in reply]
         if raw and raw[0] == "replay" and len(raw) == 2:
             raw = await self._replayed(stream, raw[1], len(items))
@@ -290,6 +327,11 @@ class EventStore:
             dups[i] if i in dups else ("!" if i in alternates else "") + next(fresh)
             for i in range(1, n + 1)
         ]
+
+    def close(self) -> None:
+        """Close the append connection (the redis-py client is the caller's to close)."""
+        if self._pipe is not None:
+            self._pipe.close()
 
     async def drain(self) -> None:
         """Wait until every append issued so far has its answer (used on shutdown)."""

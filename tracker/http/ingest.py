@@ -1,6 +1,11 @@
 """GET /imp and GET /imptr: every hit becomes an ImpressionSeen with its verdict, appended before
 the pixel answers. A pixel never breaks a page: invalid or ineligible hits still get their image
 (recorded, not counted); with Redis unreachable the event is fsynced to the local spool first.
+
+``Pixels.record`` does the work on a ``PixelRequest`` and returns a ``PixelAnswer``; it knows
+nothing of the HTTP server. Two front ends call it: the fast one in ``tracker.http.front`` (the
+web process's socket, for pixel requests) and the aiohttp handlers below (everything that reaches
+aiohttp's router, e.g. in tests or when the fast path hands a connection over).
 """
 
 from __future__ import annotations
@@ -9,9 +14,9 @@ import asyncio
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import structlog
@@ -19,20 +24,23 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from tracker import events, privacy, traffic
-from tracker.config.live import LIVE_CONFIG
+from tracker.config.live import LIVE_CONFIG, LiveConfig
 from tracker.events import ImpressionSeen
 from tracker.eventstore import keys
 from tracker.eventstore.spool import SpoolRecord, SpoolWriter, drain, spool_dir, spool_files
-from tracker.eventstore.store import AppendUncertain, Claim, EventStore, as_str
+from tracker.eventstore.store import AppendResult, AppendUncertain, Claim, EventStore, as_str
 from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_common import authenticate, require_admin
 from tracker.http.errors import ApiError
 from tracker.http.pixel import (
+    GIF_CONTENT_TYPE,
     IMPRESSION_ID_HEADER,
     TRANSPARENT_GIF,
+    PixelAnswer,
     is_safe_location,
-    pixel_response,
-    redirect_response,
+    pixel_answer,
+    redirect_answer,
+    web_response,
 )
 from tracker.http.query import parse_imp, parse_imptr
 from tracker.ids import ImpressionIds, new_event_id, stable_hash
@@ -45,6 +53,7 @@ from tracker.projections.eligibility import (
     decide_tracker,
     decide_tracker_code,
 )
+from tracker.settings import Settings
 
 logger = structlog.get_logger()
 
@@ -77,87 +86,261 @@ class Hit(msgspec.Struct, kw_only=True):
     gdpr_consent: str = ""
 
 
-async def get_imp(request: web.Request) -> web.StreamResponse:
-    """Affise pixel / impression link (aid, oid, sub1..sub8, imp_id), or Freshpaint's
-    (env_id, dest_id, imp_id)."""
-    q = parse_imp(request.rel_url.raw_query_string)
-    state = request.app[LIVE_CONFIG].state
-    fields: dict[str, Any] = {"dialect": q.dialect, "external_imp_id": q.external_imp_id}
-    if q.dialect == "freshpaint":
-        known = _tenant_known(state, q.env_id)
-        fields |= {"env_id": q.env_id, "dest_id": q.dest_id}
-        hit = Hit(
-            tenant=q.env_id if known else UNKNOWN_TENANT,
-            reason=q.reason or ("" if known else UNKNOWN_ENVIRONMENT),
-            fields=fields,
+class PixelRequest(NamedTuple):
+    """What a pixel hit needs of its HTTP request."""
+
+    path: str  # "/imp" or "/imptr"
+    raw_query: str  # still percent-encoded (``redir`` is cut from it before decoding)
+    headers: Mapping[str, str]  # case-insensitive ``get``
+    remote: str  # the peer's address
+    scheme: str  # "http" or "https" as the server saw it
+
+
+class Recorded(NamedTuple):
+    """A pixel's answer, and what its log line says of the hit."""
+
+    answer: PixelAnswer
+    impression_id: str
+    verdict: str
+    reason: str
+    tenant: str
+
+
+class PendingHit(NamedTuple):
+    """A decided hit whose event is on its way to the log."""
+
+    hit: Hit
+    event: ImpressionSeen
+    claim: Claim | None
+    cookie: privacy.Cookie | None
+
+
+APPEND_ERRORS: Final = (AppendUncertain, RedisError, OSError)  # the spool takes over
+
+
+class Pixels:
+    """Records pixel hits: query -> verdict -> ImpressionSeen appended (or spooled) -> answer."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        settings: Settings,
+        live: LiveConfig,
+        ids: ImpressionIds,
+        spool: SpoolWriter,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.live = live
+        self.ids = ids
+        self.spool = spool
+        self._policy: privacy.Policy = settings.privacy_policy  # type: ignore[assignment]  # validated
+
+    async def record(self, request: PixelRequest) -> Recorded:
+        """Record one hit and build its answer (appended, or spooled when Redis fails)."""
+        pending, appended = self.submit(request)
+        try:
+            result = await appended
+        except APPEND_ERRORS as exc:
+            return await self.recover(pending, exc)
+        return self.finish(pending, result)
+
+    def submit(self, request: PixelRequest) -> tuple[PendingHit, asyncio.Future[AppendResult]]:
+        """Decide the hit and queue its event: the future resolves once it is in the log.
+        Then ``finish`` builds the answer, or, when the future failed with one of
+        ``APPEND_ERRORS``, ``recover`` spools the event first."""
+        hit = (
+            self._imptr(request.raw_query)
+            if request.path == "/imptr"
+            else self._imp(request.raw_query)
         )
-    else:
-        decision = _decide_offer(state, q.offer_id, q.affiliate_id)
-        offer = decision.offer
-        fields |= {
-            "offer_id": q.offer_id,
-            "affiliate_id": q.affiliate_id,
-            "advertiser_id": str(offer.advertiser_id) if offer else "",
-            "subs": q.subs,
+        pending = self._pending(request, hit)
+        return pending, self.store.submit(pending.event, claim=pending.claim)
+
+    def finish(self, pending: PendingHit, result: AppendResult) -> Recorded:
+        verdict = "not_counted" if result.alternate else pending.event.verdict
+        return self._answer(pending, 200, verdict)
+
+    async def recover(self, pending: PendingHit, exc: BaseException) -> Recorded:
+        """The append failed: fsync the event to the local spool (the drainer re-appends it)."""
+        event = pending.event
+        token = exc.group_token if isinstance(exc, AppendUncertain) else ""
+        record = SpoolRecord(event.impression_id, events.encode(event), token)
+        try:
+            await self.spool.write_many([record])
+        except OSError as spool_error:
+            logger.error("spool_failed", error=str(spool_error), redis_error=str(exc))
+            return self._answer(pending, 503, event.verdict)
+        logger.warning("impression_spooled", impression_id=event.impression_id, error=str(exc))
+        return self._answer(pending, 200, event.verdict)
+
+    def _imp(self, raw_query: str) -> Hit:
+        """Affise pixel / impression link (aid, oid, sub1..sub8, imp_id), or Freshpaint's
+        (env_id, dest_id, imp_id)."""
+        q = parse_imp(raw_query)
+        state = self.live.state
+        fields: dict[str, Any] = {"dialect": q.dialect, "external_imp_id": q.external_imp_id}
+        if q.dialect == "freshpaint":
+            known = _tenant_known(state, q.env_id)
+            fields |= {"env_id": q.env_id, "dest_id": q.dest_id}
+            hit = Hit(
+                tenant=q.env_id if known else UNKNOWN_TENANT,
+                reason=q.reason or ("" if known else UNKNOWN_ENVIRONMENT),
+                fields=fields,
+            )
+        else:
+            decision = _decide_offer(state, q.offer_id, q.affiliate_id)
+            offer = decision.offer
+            fields |= {
+                "offer_id": q.offer_id,
+                "affiliate_id": q.affiliate_id,
+                "advertiser_id": str(offer.advertiser_id) if offer else "",
+                "subs": q.subs,
+            }
+            tenant = decision.tenant or UNKNOWN_TENANT
+            hit = Hit(
+                tenant=tenant,
+                reason=q.reason or decision.reason,
+                fields=fields,
+                claim_scope=f"{tenant}:{q.offer_id}",
+            )
+        hit.gdpr, hit.gdpr_consent = q.gdpr, q.gdpr_consent
+        return hit
+
+    def _imptr(self, raw_query: str) -> Hit:
+        """Xandr impression tracker: id or code, t=1 (JS) / t=2 (image), cachebuster, ancost,
+        redir."""
+        q = parse_imptr(raw_query)
+        state = self.live.state
+        if q.tracker_id.isascii() and q.tracker_id.isdigit():
+            decision = decide_tracker(state, int(q.tracker_id))
+        elif q.code:
+            decision = decide_tracker_code(state, q.code)
+        else:
+            decision = Decision(False, UNKNOWN_TRACKER)
+        tracker = decision.tracker
+        fields: dict[str, Any] = {
+            "dialect": "xandr",
+            "media_cost": q.media_cost,
+            "redirect": q.redirect,
         }
-        tenant = decision.tenant or UNKNOWN_TENANT
-        hit = Hit(
-            tenant=tenant,
+        if tracker is not None:
+            fields |= {
+                "tracker_id": str(tracker.id),
+                "advertiser_id": str(tracker.advertiser_id),
+                "line_item_id": str(tracker.line_item_id),
+                "publisher_id": str(tracker.publisher_id),
+                "placement_id": str(tracker.placement_id or ""),
+                "payment_rule_id": str(tracker.payment_rule_id or ""),
+            }
+        else:
+            fields["tracker_id"] = q.tracker_id or q.code
+        redirect = ""
+        if q.redirect:
+            allowed = tracker.redirect_hosts if tracker is not None else ()
+            signed = bool(q.redirect_sig) and self.ids.verify_redirect(q.redirect, q.redirect_sig)
+            if signed or redirect_allowed(q.redirect, allowed):
+                redirect = q.redirect
+            else:
+                fields["redirect_refused"] = REDIRECT_NOT_ALLOWED
+        return Hit(
+            tenant=decision.tenant or UNKNOWN_TENANT,
             reason=q.reason or decision.reason,
             fields=fields,
-            claim_scope=f"{tenant}:{q.offer_id}",
+            javascript=q.javascript,
+            redirect=redirect,
+            gdpr=q.gdpr,
+            gdpr_consent=q.gdpr_consent,
         )
-    hit.gdpr, hit.gdpr_consent = q.gdpr, q.gdpr_consent
-    return await record_hit(request, hit)
 
-
-async def get_imptr(request: web.Request) -> web.StreamResponse:
-    """Xandr impression tracker: id or code, t=1 (JS) / t=2 (image), cachebuster, ancost, redir."""
-    q = parse_imptr(request.rel_url.raw_query_string)
-    state = request.app[LIVE_CONFIG].state
-    if q.tracker_id.isascii() and q.tracker_id.isdigit():
-        decision = decide_tracker(state, int(q.tracker_id))
-    elif q.code:
-        decision = decide_tracker_code(state, q.code)
-    else:
-        decision = Decision(False, UNKNOWN_TRACKER)
-    tracker = decision.tracker
-    fields: dict[str, Any] = {
-        "dialect": "xandr",
-        "media_cost": q.media_cost,
-        "redirect": q.redirect,
-    }
-    if tracker is not None:
-        fields |= {
-            "tracker_id": str(tracker.id),
-            "advertiser_id": str(tracker.advertiser_id),
-            "line_item_id": str(tracker.line_item_id),
-            "publisher_id": str(tracker.publisher_id),
-            "placement_id": str(tracker.placement_id or ""),
-            "payment_rule_id": str(tracker.payment_rule_id or ""),
-        }
-    else:
-        fields["tracker_id"] = q.tracker_id or q.code
-    redirect = ""
-    if q.redirect:
-        allowed = tracker.redirect_hosts if tracker is not None else ()
-        signed = bool(q.redirect_sig) and request.app[IMPRESSION_IDS].verify_redirect(
-            q.redirect, q.redirect_sig
+    def _pending(self, request: PixelRequest, hit: Hit) -> PendingHit:
+        """Decide the verdict and build the event (and its claim on the affiliate's imp_id)."""
+        headers = request.headers
+        user_agent = headers.get("User-Agent", "")
+        reason = hit.reason or traffic.classify(user_agent, headers) or ""
+        ip = client_ip(request, self.settings.trust_forwarded)
+        cookies = privacy.parse_cookies(headers.get("Cookie", ""))
+        decided = privacy.decide(ip, hit.gdpr, hit.gdpr_consent, cookies, headers, self._policy)
+        https = privacy.is_https(request.scheme, headers)
+        visitor_id, cookie = privacy.visitor(decided, cookies, https)
+        external = hit.fields.get("external_imp_id", "")
+        claim_name = (
+            f"imp:{hit.claim_scope}:{external}"
+            if not reason and external and hit.claim_scope
+            else ""
         )
-        if signed or redirect_allowed(q.redirect, allowed):
-            redirect = q.redirect
+        n = self.store.partition_count
+        route = stable_hash(claim_name) % n if claim_name else self.store.hot_route()
+        impression_id = self.ids.mint(route, n)
+        now = datetime.now(UTC)
+        event = ImpressionSeen(
+            event_id=new_event_id(),
+            occurred_at=now,
+            recorded_at=now,
+            tenant=hit.tenant,
+            impression_id=impression_id,
+            verdict="not_counted" if reason else "counted",
+            reason=reason,
+            visitor_id=visitor_id,
+            ip=decided.store_ip,
+            user_agent=user_agent[:MAX_USER_AGENT],
+            referer=headers.get("Referer", "")[:MAX_REFERER],
+            consent=decided.consent,
+            **hit.fields,
+        )
+        claim = None
+        if claim_name:
+            duplicate = msgspec.structs.replace(
+                event, verdict="not_counted", reason=DUPLICATE_IMP_ID
+            )
+            claim = Claim(claim_name, DUPLICATE_WINDOW_S, duplicate)
+        return PendingHit(hit, event, claim, cookie)
+
+    def _answer(self, pending: PendingHit, status: int, verdict: str) -> Recorded:
+        """The pixel's answer once the event is stored (``verdict`` as stored)."""
+        hit, event = pending.hit, pending.event
+        impression_id = event.impression_id
+        reason = DUPLICATE_IMP_ID if verdict != event.verdict else event.reason
+        extra = {IMPRESSION_ID_HEADER: impression_id}
+        if status != 200:  # neither Redis nor the spool took it: say so, keep the page whole
+            extra["Retry-After"] = "1"
+            answer = PixelAnswer(
+                status, [("Content-Type", GIF_CONTENT_TYPE), *extra.items()], TRANSPARENT_GIF
+            )
+        elif hit.redirect:
+            target = _IMPRESSION_MACRO.sub(impression_id, hit.redirect)
+            try:
+                answer = redirect_answer(target, extra)
+            except ValueError:
+                answer = pixel_answer(hit.javascript, extra)
         else:
-            fields["redirect_refused"] = REDIRECT_NOT_ALLOWED
-    hit = Hit(
-        tenant=decision.tenant or UNKNOWN_TENANT,
-        reason=q.reason or decision.reason,
-        fields=fields,
-        javascript=q.javascript,
-        redirect=redirect,
-        gdpr=q.gdpr,
-        gdpr_consent=q.gdpr_consent,
+            answer = pixel_answer(hit.javascript, extra)
+        if pending.cookie is not None:
+            answer.headers.append(("Set-Cookie", pending.cookie.header()))
+        return Recorded(answer, impression_id, verdict, reason, hit.tenant)
+
+
+PIXELS = web.AppKey("pixels", Pixels)
+
+
+async def pixel_handler(request: web.Request) -> web.StreamResponse:
+    """GET /imp and GET /imptr behind aiohttp's router."""
+    recorded = await request.app[PIXELS].record(
+        PixelRequest(
+            request.path,
+            request.rel_url.raw_query_string,
+            request.headers,
+            request.remote or "",
+            request.scheme,
+        )
     )
-    return await record_hit(request, hit)
+    structlog.contextvars.bind_contextvars(
+        impression_id=recorded.impression_id,
+        verdict=recorded.verdict,
+        reason=recorded.reason,
+        tenant=recorded.tenant,
+    )
+    return web_response(recorded.answer)
 
 
 def redirect_allowed(target: str, hosts: tuple[str, ...]) -> bool:
@@ -207,101 +390,12 @@ def _tenant_known(state: ConfigState, tenant: str) -> bool:
     return tenant in known
 
 
-def client_ip(request: web.Request, trust_forwarded: bool) -> str:
+def client_ip(request: PixelRequest, trust_forwarded: bool) -> str:
     if trust_forwarded:
         forwarded = request.headers.get("X-Forwarded-For", "")
         if forwarded:
             return forwarded.split(",", 1)[0].strip()
-    return request.remote or ""
-
-
-async def record_hit(request: web.Request, hit: Hit) -> web.StreamResponse:
-    """Decide the verdict, append the event (or spool it), answer the pixel."""
-    app = request.app
-    settings = app[SETTINGS]
-    store = app[STORE]
-    headers = request.headers
-    user_agent = headers.get("User-Agent", "")
-    reason = hit.reason or traffic.classify(user_agent, headers) or ""
-    ip = client_ip(request, settings.trust_forwarded)
-    decided = privacy.decide(
-        ip,
-        hit.gdpr,
-        hit.gdpr_consent,
-        request.cookies,
-        headers,
-        settings.privacy_policy,  # type: ignore[arg-type]  # validated setting
-    )
-    https = privacy.is_https(request.scheme, headers)
-    visitor_id, cookie = privacy.visitor(decided, request.cookies, https)
-    external = hit.fields.get("external_imp_id", "")
-    claim_name = (
-        f"imp:{hit.claim_scope}:{external}" if not reason and external and hit.claim_scope else ""
-    )
-    n = store.partition_count
-    impression_id = app[IMPRESSION_IDS].mint(stable_hash(claim_name) % n if claim_name else None, n)
-    now = datetime.now(UTC)
-    event = ImpressionSeen(
-        event_id=new_event_id(),
-        occurred_at=now,
-        recorded_at=now,
-        tenant=hit.tenant,
-        impression_id=impression_id,
-        verdict="not_counted" if reason else "counted",
-        reason=reason,
-        visitor_id=visitor_id,
-        ip=decided.store_ip,
-        user_agent=user_agent[:MAX_USER_AGENT],
-        referer=headers.get("Referer", "")[:MAX_REFERER],
-        consent=decided.consent,
-        **hit.fields,
-    )
-    claim = None
-    if claim_name:
-        duplicate = msgspec.structs.replace(event, verdict="not_counted", reason=DUPLICATE_IMP_ID)
-        claim = Claim(claim_name, DUPLICATE_WINDOW_S, duplicate)
-    status, verdict = await _append_or_spool(app, store, event, claim)
-    if verdict != event.verdict:  # the claim was taken: the duplicate was stored instead
-        reason = DUPLICATE_IMP_ID
-    structlog.contextvars.bind_contextvars(
-        impression_id=impression_id, verdict=verdict, reason=reason, tenant=hit.tenant
-    )
-    response_headers = {IMPRESSION_ID_HEADER: impression_id}
-    if status != 200:  # neither Redis nor the spool took it: say so, but keep the page whole
-        response_headers["Retry-After"] = "1"
-        response = web.Response(
-            status=status, body=TRANSPARENT_GIF, content_type="image/gif", headers=response_headers
-        )
-    elif hit.redirect:
-        target = _IMPRESSION_MACRO.sub(impression_id, hit.redirect)
-        try:
-            response = redirect_response(target, response_headers)
-        except ValueError:
-            response = pixel_response(hit.javascript, response_headers)
-    else:
-        response = pixel_response(hit.javascript, response_headers)
-    if cookie is not None:
-        response.headers.add("Set-Cookie", cookie.header())
-    return response
-
-
-async def _append_or_spool(
-    app: web.Application, store: EventStore, event: ImpressionSeen, claim: Claim | None
-) -> tuple[int, str]:
-    """(HTTP status, verdict as stored). 200 only once the event is in Redis or fsynced."""
-    try:
-        result = await store.append(event, claim=claim)
-    except (AppendUncertain, RedisError, OSError) as exc:
-        token = exc.group_token if isinstance(exc, AppendUncertain) else ""
-        record = SpoolRecord(event.impression_id, events.encode(event), token)
-        try:
-            await app[SPOOL].write_many([record])
-        except OSError as spool_error:
-            logger.error("spool_failed", error=str(spool_error), redis_error=str(exc))
-            return 503, event.verdict
-        logger.warning("impression_spooled", impression_id=event.impression_id, error=str(exc))
-        return 200, event.verdict
-    return 200, ("not_counted" if result.alternate else event.verdict)
+    return request.remote
 
 
 async def load_secret(store: EventStore, configured: str) -> bytes:
@@ -324,6 +418,7 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     directory = spool_dir(settings.data_dir)
     writer = SpoolWriter(directory)
     app[SPOOL] = writer
+    app[PIXELS] = Pixels(store, settings, app[LIVE_CONFIG], app[IMPRESSION_IDS], writer)
     stopping = asyncio.Event()
     task = asyncio.create_task(_drain_loop(store, directory, writer, stopping), name="spool-drain")
     yield
@@ -367,5 +462,5 @@ async def get_redirect_signature(request: web.Request) -> web.Response:
 def setup_ingest(app: web.Application) -> None:
     app.cleanup_ctx.append(ingest_ctx)
     app.router.add_get("/redirect-signature", get_redirect_signature, allow_head=False)
-    app.router.add_get("/imp", get_imp)
-    app.router.add_get("/imptr", get_imptr)
+    app.router.add_get("/imp", pixel_handler)
+    app.router.add_get("/imptr", pixel_handler)

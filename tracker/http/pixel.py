@@ -6,9 +6,10 @@ Only response building lives here; deciding what to answer (and recording the hi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 # GIF89a, 1x1, a two-colour global table, a graphic control extension marking colour 0
 # transparent, one image of one pixel of colour 0, trailer: the same bytes as nginx's empty_gif.
@@ -25,7 +26,7 @@ GIF_CONTENT_TYPE: Final = "image/gif"
 
 # Served for ``t=1``: a script tag must get valid JavaScript that does nothing.
 JS_BODY: Final = b"void 0;\n"
-JS_CONTENT_TYPE: Final = "application/javascript"
+JS_CONTENT_TYPE: Final = "application/javascript; charset=utf-8"
 
 NO_CACHE_HEADERS: Final[Mapping[str, str]] = {
     "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
@@ -36,25 +37,33 @@ NO_CACHE_HEADERS: Final[Mapping[str, str]] = {
 IMPRESSION_ID_HEADER: Final = "X-Impression-Id"
 
 
-def _headers(extra: Mapping[str, str] | None) -> dict[str, str]:
-    headers = dict(NO_CACHE_HEADERS)
+class PixelAnswer(NamedTuple):
+    """A pixel endpoint's answer, independent of the HTTP server that sends it: the aiohttp
+    handlers turn it into a ``web.Response``, the fast front end (``tracker.http.front``) writes
+    it straight to the socket. ``headers`` exclude Content-Length, Date and Server."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def _headers(extra: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    headers = list(NO_CACHE_HEADERS.items())
     if extra:
-        headers.update(extra)
+        headers += extra.items()
     return headers
 
 
-def gif_response(headers: Mapping[str, str] | None = None) -> web.Response:
+def gif_answer(headers: Mapping[str, str] | None = None) -> PixelAnswer:
     """200 with the transparent GIF and the no-cache headers (plus ``headers``)."""
-    return web.Response(
-        body=TRANSPARENT_GIF, content_type=GIF_CONTENT_TYPE, headers=_headers(headers)
+    return PixelAnswer(
+        200, [("Content-Type", GIF_CONTENT_TYPE), *_headers(headers)], TRANSPARENT_GIF
     )
 
 
-def js_response(headers: Mapping[str, str] | None = None) -> web.Response:
+def js_answer(headers: Mapping[str, str] | None = None) -> PixelAnswer:
     """200 with a do-nothing script and the no-cache headers (plus ``headers``)."""
-    return web.Response(
-        body=JS_BODY, content_type=JS_CONTENT_TYPE, charset="utf-8", headers=_headers(headers)
-    )
+    return PixelAnswer(200, [("Content-Type", JS_CONTENT_TYPE), *_headers(headers)], JS_BODY)
 
 
 def is_safe_location(url: str) -> bool:
@@ -69,15 +78,18 @@ def is_safe_location(url: str) -> bool:
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest) and rest[0] != "/"
 
 
-def redirect_response(location: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def redirect_answer(location: str, headers: Mapping[str, str] | None = None) -> PixelAnswer:
     """302 to ``location`` with the no-cache headers; raise ValueError for an unsafe target."""
     if not is_safe_location(location):
         raise ValueError("unsafe redirect target")
-    merged = _headers(headers)
-    merged["Location"] = location
-    return web.Response(status=302, headers=merged)
+    return PixelAnswer(302, [*_headers(headers), ("Location", location)], b"")
 
 
-def pixel_response(javascript: bool, headers: Mapping[str, str] | None = None) -> web.Response:
+def pixel_answer(javascript: bool, headers: Mapping[str, str] | None = None) -> PixelAnswer:
     """The JS body for ``t=1``, else the GIF."""
-    return js_response(headers) if javascript else gif_response(headers)
+    return js_answer(headers) if javascript else gif_answer(headers)
+
+
+def web_response(answer: PixelAnswer) -> web.Response:
+    """The answer as an aiohttp response (for the handlers behind aiohttp's router)."""
+    return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))

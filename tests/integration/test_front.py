@@ -1,0 +1,201 @@
+"""The web socket's front end over raw TCP: pixels on the lean path, everything else handed to
+aiohttp with the bytes it already sent, pipelining, HTTP/1.0, HEAD, malformed requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.integration.config_support import SETTINGS, FrontTestServer
+from tracker.events import ImpressionSeen
+from tracker.eventstore.store import EventStore
+from tracker.http.app import create_app
+from tracker.http.front import parse_head
+from tracker.http.pixel import TRANSPARENT_GIF
+
+UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
+
+
+@pytest.fixture
+async def port(store: EventStore) -> AsyncIterator[int]:
+    server = FrontTestServer(create_app(store, SETTINGS))
+    await server.start_server()
+    assert server.port is not None
+    yield server.port
+    await server.close()
+
+
+def get(path: str, *extra: str, version: str = "1.1") -> bytes:
+    lines = [f"GET {path} HTTP/{version}", "Host: t.example", f"User-Agent: {UA}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    status_line, *lines = head.rstrip("\r\n").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    body = await asyncio.wait_for(reader.readexactly(length), 5) if length else b""
+    return int(status_line.split(" ")[1]), headers, body
+
+
+async def impressions(store: EventStore) -> list[ImpressionSeen]:
+    found = []
+    for part in store.partitions:
+        found += [s.event for s in await store.read(part, count=1000)]
+    return [e for e in found if isinstance(e, ImpressionSeen)]
+
+
+async def test_pixel_is_answered_on_the_lean_path_and_recorded(
+    port: int, store: EventStore
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=77&cachebuster=1", "Referer: https://pub.example/"))
+    status, headers, body = await read_response(reader)
+    writer.close()
+    assert (status, body) == (200, TRANSPARENT_GIF)
+    assert headers["server"] == "tracker"  # not aiohttp's
+    assert headers["content-type"] == "image/gif"
+    assert headers["cache-control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    assert "date" in headers
+    [event] = await impressions(store)
+    assert event.impression_id == headers["x-impression-id"]
+    assert (event.dialect, event.reason, event.referer) == (
+        "xandr",
+        "unknown_tracker",
+        "https://pub.example/",
+    )
+    assert event.user_agent == UA
+
+
+async def test_pipelined_pixels_are_answered_in_order(port: int, store: EventStore) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"".join(get(f"/imptr?id={i}") for i in range(5)))  # one write, five requests
+    ids = []
+    for _ in range(5):
+        status, headers, _ = await read_response(reader)
+        assert status == 200
+        ids.append(headers["x-impression-id"])
+    writer.close()
+    by_id = {e.impression_id: e.tracker_id for e in await impressions(store)}
+    assert [by_id[i] for i in ids] == [str(i) for i in range(5)]
+
+
+async def test_api_request_after_a_pixel_is_handed_to_aiohttp_with_its_bytes(
+    port: int, store: EventStore
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # a pixel, then an API call and another pixel pipelined behind it in the same write
+    writer.write(get("/imptr?id=1") + get("/healthz") + get("/imptr?id=2"))
+    first = await read_response(reader)
+    second = await read_response(reader)
+    third = await read_response(reader)
+    writer.close()
+    assert (first[0], first[1]["server"]) == (200, "tracker")
+    assert (second[0], second[2]) == (200, b'{"status": "ok"}')
+    assert "aiohttp" in second[1]["server"]  # the connection now belongs to aiohttp
+    assert (third[0], third[2]) == (200, TRANSPARENT_GIF)  # aiohttp's pixel route
+    assert len(await impressions(store)) == 2
+
+
+async def test_a_post_is_handed_over_at_once(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b'{"impressions": []}'
+    writer.write(
+        b"POST /publisher.v1/impression/record HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    status, _, answer = await read_response(reader)
+    writer.close()
+    assert status == 401  # aiohttp's route and auth answered, with its JSON error
+    assert b'"unauthorized"' in answer
+
+
+async def test_http10_without_keep_alive_is_closed_after_the_answer(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=3", version="1.0"))
+    status, headers, body = await read_response(reader)
+    assert (status, headers["connection"], body) == (200, "close", TRANSPARENT_GIF)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+    writer.close()
+
+
+async def test_http10_keep_alive_is_honoured(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=3", "Connection: keep-alive", version="1.0"))
+    _, headers, _ = await read_response(reader)
+    assert headers["connection"] == "keep-alive"
+    writer.write(get("/imptr?id=4", "Connection: keep-alive", version="1.0"))
+    status, _, _ = await read_response(reader)
+    assert status == 200
+    writer.close()
+
+
+async def test_head_answers_headers_only_and_records_the_hit(port: int, store: EventStore) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=5").replace(b"GET ", b"HEAD ", 1) + get("/imptr?id=6"))
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    assert "Content-Length: 43" in head  # the GIF's length, without the GIF
+    status, _, body = await read_response(reader)  # the next response follows directly
+    assert (status, body) == (200, TRANSPARENT_GIF)
+    writer.close()
+    assert len(await impressions(store)) == 2
+
+
+async def test_a_request_split_across_writes_is_assembled(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    raw = get("/imptr?id=8")
+    for i in range(0, len(raw), 7):
+        writer.write(raw[i : i + 7])
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    status, headers, _ = await read_response(reader)
+    writer.close()
+    assert (status, headers["server"]) == (200, "tracker")
+
+
+async def test_a_malformed_header_gets_aiohttps_400(port: int, store: EventStore) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /imptr?id=1 HTTP/1.1\r\nHost: t\r\nNo colon on this line\r\n\r\n")
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status == 400
+    assert await impressions(store) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /imp?aid=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 5",  # a body
+        b"GET /imp?aid=1 HTTP/1.1\r\nTransfer-Encoding: chunked",
+        b"GET /imp?aid=1 HTTP/1.1\r\nUpgrade: websocket",
+        b"POST /imp?aid=1 HTTP/1.1\r\nHost: t",
+        b"GET /healthz HTTP/1.1\r\nHost: t",
+        b"GET /imp/x HTTP/1.1\r\nHost: t",
+        b"GET /imp HTTP/2.0\r\nHost: t",
+        b"GET /imp?aid=1 HTTP/1.1\r\n folded: x",
+        b"GET /imp?aid=1 HTTP/1.1\r\nHost : t",
+        b"GET /imp?a\xffb HTTP/1.1\r\nHost: t",
+        b"GET /imp?aid=1 HTTP/1.1 extra\r\nHost: t",
+    ],
+)
+def test_parse_head_leaves_anything_unusual_to_aiohttp(raw: bytes) -> None:
+    assert parse_head(raw) is None
+
+
+def test_parse_head_reads_a_pixel_request() -> None:
+    head = parse_head(
+        b"GET /imp?aid=1&oid=2 HTTP/1.1\r\nHost: t\r\nuser-agent: UA\r\nContent-Length: 0"
+    )
+    assert head is not None
+    assert (head.method, head.path, head.raw_query) == ("GET", "/imp", "aid=1&oid=2")
+    assert (head.keep_alive, head.http10) == (True, False)
+    assert head.headers.get("User-Agent") == "UA"  # case-insensitive, as aiohttp's
+    closing = parse_head(b"GET /imptr HTTP/1.1\r\nConnection: close")
+    assert closing is not None
+    assert not closing.keep_alive

@@ -1,0 +1,368 @@
+"""The web process's listening socket: pixel requests answered on a lean path, the rest by aiohttp.
+
+A pixel hit is the whole product's hot path, and aiohttp's request machinery (request and response
+objects, router, middleware, its writer) costs several times what recording the hit does. So every
+connection starts with ``PixelProtocol``, which reads requests itself: a ``GET``/``HEAD`` of
+``/imp`` or ``/imptr`` without a body is parsed here, recorded by ``Pixels.record`` (the same code
+aiohttp's pixel handlers call) and answered straight onto the socket. The first request that is
+anything else (another path or method, a body, an upgrade, HTTP/2, a header this parser will not
+judge) hands the connection to aiohttp for good, with every byte not yet consumed: aiohttp then
+routes, validates and answers it as if it had had the connection from the start. A pixel client
+(a browser on a page) normally never leaves the lean path; an API client leaves it on its first
+request.
+
+Per connection, requests are answered in order (HTTP/1.1 pipelining); reading pauses while more
+than ``MAX_BUFFER`` bytes wait. Idle keep-alive connections close after ``KEEPALIVE_S``, and a
+connection that sends a partial request for that long is closed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Final, NamedTuple, cast
+
+import msgspec
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+
+from tracker.http.access_log import AccessLog
+from tracker.http.ingest import APPEND_ERRORS, PIXELS, PendingHit, PixelRequest, Pixels, Recorded
+from tracker.http.pixel import PixelAnswer
+
+logger = structlog.get_logger()
+
+MAX_HEAD: Final = 16 * 1024  # request line and headers; longer goes to aiohttp (its 4xx)
+MAX_BUFFER: Final = 256 * 1024  # pipelined bytes read ahead before reading pauses
+KEEPALIVE_S: Final = 75.0  # as aiohttp's keepalive_timeout
+SWEEP_S: Final = 5.0
+SHUTDOWN_GRACE_S: Final = 10.0  # for hits being recorded when the process stops
+_PATHS: Final = frozenset(("/imp", "/imptr"))
+_METHODS: Final = frozenset(("GET", "HEAD"))
+_VERSIONS: Final = frozenset(("HTTP/1.1", "HTTP/1.0"))
+# A request with one of these is not a plain pixel GET: aiohttp handles it.
+_HAND_OFF_HEADERS: Final = frozenset(("transfer-encoding", "upgrade", "expect", "http2-settings"))
+_REASONS: Final = {
+    200: "OK",
+    302: "Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_INTERNAL_ERROR: Final = msgspec.json.encode(
+    {"error": {"code": "internal_error", "message": "an internal error; it was logged"}}
+)
+
+
+class Head(NamedTuple):
+    """A pixel request's head, as the lean path accepts it."""
+
+    method: str
+    path: str
+    raw_query: str
+    http10: bool
+    keep_alive: bool
+    headers: CIMultiDict[str]
+
+
+def parse_head(raw: bytes) -> Head | None:
+    """The request line and headers (without the blank line), or None for anything the lean
+    path leaves to aiohttp: not a pixel path, not GET/HEAD, not HTTP/1.x, a body, a malformed or
+    folded header line, bytes that are not UTF-8 in the request line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    path, _, query = target.partition("?")
+    if path not in _PATHS or method not in _METHODS or version not in _VERSIONS:
+        return None
+    if not target.isascii() or not target.isprintable() or "#" in target:
+        return None
+    pairs = []
+    connection = ""
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name[0] in " \t" or name[-1] in " \t" or not name.isascii():
+            return None  # no colon, obs-fold, whitespace before the colon: aiohttp's 400
+        value = value.strip(" \t")
+        key = name.lower()
+        if key in _HAND_OFF_HEADERS or (key == "content-length" and value != "0"):
+            return None
+        if key == "connection":
+            connection = value.lower()
+        pairs.append((name, value))
+    http10 = version == "HTTP/1.0"
+    keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+    return Head(method, path, query, http10, keep_alive, CIMultiDict(pairs))
+
+
+class _Date:
+    """The ``Date`` header, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True)
+        return self._value
+
+
+_date = _Date()
+
+
+def render(answer: PixelAnswer, head: Head) -> bytes:
+    """The response's bytes: status line, headers, Content-Length, Date, Server, body."""
+    lines = [f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}"]
+    lines += [f"{name}: {value}" for name, value in answer.headers]
+    lines.append(f"Content-Length: {len(answer.body)}")
+    lines.append(f"Date: {_date()}")
+    lines.append("Server: tracker")
+    if not head.keep_alive:
+        lines.append("Connection: close")
+    elif head.http10:
+        lines.append("Connection: keep-alive")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return data if head.method == "HEAD" else data + answer.body
+
+
+class Front:
+    """The protocol factory of the web socket (``loop.create_server(front, ...)``)."""
+
+    def __init__(self, app: web.Application, fallback: web.Server, access_log: AccessLog) -> None:
+        self.app = app
+        self.fallback = fallback  # aiohttp's factory: it gets every connection handed over
+        self.access_log = access_log
+        self.connections: set[PixelProtocol] = set()
+        self._pixels: Pixels | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop  # set on the first connection
+
+    @property
+    def pixels(self) -> Pixels:
+        if self._pixels is None:  # set by ingest_ctx during the runner's setup
+            self._pixels = self.app[PIXELS]
+        return self._pixels
+
+    def __call__(self) -> asyncio.Protocol:
+        if self._sweeper is None:
+            self.loop = asyncio.get_running_loop()
+            self._sweeper = self.loop.create_task(self._sweep())
+        return PixelProtocol(self)
+
+    async def _sweep(self) -> None:
+        """Close connections idle (or stuck in a partial request) for KEEPALIVE_S."""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            deadline = time.monotonic() - KEEPALIVE_S
+            for conn in list(self.connections):
+                if not conn.busy and conn.last_active < deadline:
+                    conn.close()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Close idle connections now; let requests being recorded finish (up to ``grace_s``)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        deadline = time.monotonic() + grace_s
+        while True:
+            for conn in list(self.connections):
+                if not conn.busy:
+                    conn.close()
+            if not self.connections or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.close()
+        self.access_log.flush()
+
+
+class PixelProtocol(asyncio.Protocol):
+    """One client connection while it asks for pixels (see the module docstring)."""
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.transport: asyncio.Transport | None = None
+        self.remote = ""
+        self.buffer = b""
+        self.busy = False  # a request is being recorded; later ones wait in the buffer
+        self.paused = False
+        self.last_active = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else ""
+        self.front.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.connections.discard(self)
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer = self.buffer + data if self.buffer else data
+        self.last_active = time.monotonic()
+        if not self.busy:
+            self._next()
+        elif len(self.buffer) > MAX_BUFFER and self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return self.busy  # keep the socket to answer the request being recorded, then close
+
+    def _next(self) -> None:
+        """Start the next complete request in the buffer, or hand the connection over."""
+        buffer = self.buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD or b"\n\n" in buffer or (buffer and buffer[0] not in b"GH"):
+                self._hand_off()
+            return
+        head = parse_head(buffer[:end])
+        if head is None:
+            self._hand_off()
+            return
+        self.buffer = buffer[end + 4 :]
+        self.busy = True
+        self._start(head)
+
+    def _start(self, head: Head) -> None:
+        """Record the hit; answer from the append's callback (no task per request)."""
+        started = time.perf_counter()
+        request = PixelRequest(head.path, head.raw_query, head.headers, self.remote, "http")
+        pixels = self.front.pixels
+        try:
+            pending, appended = pixels.submit(request)
+        except Exception as exc:
+            self._failed(head, started, exc)
+            return
+        appended.add_done_callback(functools.partial(self._appended, head, started, pending))
+
+    def _appended(
+        self, head: Head, started: float, pending: PendingHit, appended: asyncio.Future[Any]
+    ) -> None:
+        if appended.cancelled():  # shutting down
+            self.close()
+            return
+        exc = appended.exception()
+        try:
+            if exc is None:
+                recorded = self.front.pixels.finish(pending, appended.result())
+            elif isinstance(exc, APPEND_ERRORS):  # Redis failed: spool it (a rare, slow path)
+                self.front.loop.create_task(self._recover(head, started, pending, exc))
+                return
+            else:
+                raise exc
+        except Exception as exc:
+            self._failed(head, started, exc)
+            return
+        self._respond(head, started, recorded)
+
+    async def _recover(
+        self, head: Head, started: float, pending: PendingHit, exc: BaseException
+    ) -> None:
+        try:
+            recorded = await self.front.pixels.recover(pending, exc)
+        except Exception as exc:
+            self._failed(head, started, exc)
+            return
+        self._respond(head, started, recorded)
+
+    def _failed(self, head: Head, started: float, exc: BaseException) -> None:
+        """A bug: log it with its traceback, answer like the aiohttp middleware, keep serving."""
+        logger.error("request_failed", method=head.method, path=head.path, exc_info=exc)
+        answer = PixelAnswer(500, [("Content-Type", "application/json")], _INTERNAL_ERROR)
+        request_id = head.headers.get("X-Request-Id", "")
+        self._send(head, started, answer, request_id, {})
+
+    def _respond(self, head: Head, started: float, recorded: Recorded) -> None:
+        fields = {
+            "impression_id": recorded.impression_id,
+            "verdict": recorded.verdict,
+            "reason": recorded.reason,
+            "tenant": recorded.tenant,
+        }
+        request_id = head.headers.get("X-Request-Id") or recorded.impression_id
+        self._send(head, started, recorded.answer, request_id, fields)
+
+    def _send(
+        self,
+        head: Head,
+        started: float,
+        answer: PixelAnswer,
+        request_id: str,
+        fields: dict[str, Any],
+    ) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(render(answer, head))
+        self.front.access_log.request(
+            request_id, head.method, head.path, answer.status, started, fields
+        )
+        self.busy = False
+        self.last_active = time.monotonic()
+        if transport is None or transport.is_closing():
+            return
+        if not head.keep_alive:
+            transport.close()
+            return
+        if self.paused:
+            self.paused = False
+            transport.resume_reading()
+        if self.buffer:
+            self._next()
+
+    def _hand_off(self) -> None:
+        """Give the connection, and what it sent that is not consumed yet, to aiohttp."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.front.connections.discard(self)
+        self.transport = None
+        protocol = self.front.fallback()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.paused:
+            transport.resume_reading()
+        if self.buffer:
+            protocol.data_received(self.buffer)
+            self.buffer = b""
+
+
+class FrontRunner(web.AppRunner):
+    """An ``AppRunner`` whose sites listen through a ``Front``: its sites (``web.TCPSite``, the
+    test server's ``SockSite``) take ``runner.server`` as their protocol factory."""
+
+    def __init__(self, app: web.Application, pixel_log: AccessLog, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._pixel_log = pixel_log
+        self.front: Front | None = None
+
+    async def setup(self) -> None:
+        await super().setup()
+        fallback = super().server
+        assert fallback is not None
+        self.front = Front(self.app, fallback, self._pixel_log)
+
+    @property
+    def server(self) -> Any:  # the sites' protocol factory
+        return self.front
+
+    async def shutdown(self) -> None:
+        if self.front is not None:  # before the app's cleanup closes the store and the spool
+            await self.front.shutdown(SHUTDOWN_GRACE_S)
+        await super().shutdown()
