@@ -36,6 +36,8 @@ OPT_OUT_MAX_AGE_S: Final = 5 * 365 * 24 * 3600
 MAX_CONSENT_CHARS: Final = 4096
 _TCF = re.compile(r"[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+)*")  # core segment, then optional ones
 _VISITOR_ID = re.compile(r"[0-9a-f]{32}")
+_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")  # no leading zeros
 _PURPOSE_1_BIT: Final = 152  # TCF v2 core: 6+36+36+12+12+6+12+12+6+1+1+12 bits precede purposes
 
 
@@ -140,6 +142,8 @@ def decide(
     reason = _restriction(gdpr, gdpr_consent, cookies, headers, policy)
     if reason:
         return Privacy(False, truncate_ip(ip), gdpr_consent, reason)
+    if _CANONICAL_IPV4.fullmatch(ip):  # the common case, already as str(ip_address(ip))
+        return Privacy(True, ip, gdpr_consent)
     address = _parse_ip(ip)
     return Privacy(True, "" if address is None else str(address), gdpr_consent)
 

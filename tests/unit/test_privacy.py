@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 
 import pytest
 from multidict import CIMultiDict
@@ -14,6 +15,7 @@ from tracker.privacy import (
     decide,
     is_https,
     opt_out_cookie,
+    parse_cookies,
     tcf_purpose_1,
     truncate_ip,
     visitor,
@@ -197,3 +199,34 @@ def test_opt_out_cookie_header() -> None:
 def test_is_https_prefers_the_proxy_header(scheme: str, forwarded: str, https: bool) -> None:
     headers = CIMultiDict({"X-Forwarded-Proto": forwarded} if forwarded else {})
     assert is_https(scheme, headers) is https
+
+
+def test_cookie_header_is_parsed_leniently_first_name_wins() -> None:
+    header = 'a=1; tracker_vid=first; tracker_vid=second; junk; q="quoted value"; =x; e='
+    assert parse_cookies(header) == {
+        "a": "1",
+        "tracker_vid": "first",
+        "q": "quoted value",
+        "": "x",
+        "e": "",
+    }
+    assert parse_cookies("") == {}
+
+
+@pytest.mark.parametrize(
+    "ip",
+    ["0.0.0.0", "9.9.9.9", "10.20.30.40", "100.200.250.255", "249.255.199.1", "127.0.0.1"],
+)
+def test_canonical_ipv4_is_stored_as_ipaddress_would(ip: str) -> None:
+    assert decide(ip, "", "", {}, NONE).store_ip == str(ipaddress.ip_address(ip))
+
+
+@pytest.mark.parametrize(
+    "ip", ["01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5", " 1.2.3.4", "a.b.c.d"]
+)
+def test_non_canonical_ipv4_takes_the_full_parser(ip: str) -> None:
+    try:
+        expected = str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        expected = ""
+    assert decide(ip, "", "", {}, NONE).store_ip == expected
