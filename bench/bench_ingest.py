@@ -60,6 +60,7 @@ from tracker.events import ImpressionSeen
 from tracker.eventstore import keys, lookup
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis, find_redis_server, free_port
+from tracker.eventstore.pipe import close_pipe
 from tracker.eventstore.store import EventStore
 from tracker.http.pixel import NO_CACHE_HEADERS as NO_CACHE
 from tracker.http.pixel import TRANSPARENT_GIF
@@ -954,7 +955,8 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
     mark = await log_mark(ctx.store)
     length_before = await log_length(ctx.store)
     before, delayed = ctx.cpu_snapshot(), await delayed_fsyncs(ctx)
-    seconds, answers, latencies = await post_batches(ctx, bodies, args.batch_clients)
+    with projector_paused(ctx, args.pause_projector):
+        seconds, answers, latencies = await post_batches(ctx, bodies, args.batch_clients)
     cpu = ctx.cpu_since(before)
     delayed = await delayed_fsyncs(ctx) - delayed
     sent = len(bodies) * args.batch_size
@@ -1142,11 +1144,12 @@ async def pixel_phase(ctx: Ctx, script: Path, level: str) -> list[PixelRun]:
     if ctx.level != level or not ctx.webs:
         await start_webs(ctx, level)
     profile = ctx.args.profile and level == "warning"
+    paused = ctx.args.pause_projector
     runs = [
-        await tracker_run(ctx, f"imp_{level}", ctx.imp_path, "affise", script, profile),
-        await tracker_run(ctx, f"imptr_{level}", ctx.imptr_path, "xandr", script),
+        await tracker_run(ctx, f"imp_{level}", ctx.imp_path, "affise", script, profile, paused),
+        await tracker_run(ctx, f"imptr_{level}", ctx.imptr_path, "xandr", script, False, paused),
     ]
-    if ctx.args.projector_run:  # the same /imp with the projector folding alongside
+    if ctx.args.projector_run and paused:  # the same /imp with the projector folding alongside
         key = f"imp_{level}_projector"
         runs.append(await tracker_run(ctx, key, ctx.imp_path, "affise", script, paused=False))
     return runs
@@ -1267,7 +1270,15 @@ def print_report(report: dict[str, Any]) -> None:
         f"{cfg['webs']} web processes (SO_REUSEPORT) + projector; loop {cfg['loop']}; "
         f"python {cfg['python']}\n"
         f"NOTE: {cfg['cpus']} CPUs shared by wrk, the web processes, redis-server, the projector "
-        f"(and nginx in its run): every figure competes with its own load generator."
+        f"(and nginx in its run): every figure competes with its own load generator.\n"
+        + (
+            "NOTE: the projector is paused (SIGSTOP) during the measured pixel and batch runs "
+            "and folds the backlog afterwards: those figures are the web tier's (web processes "
+            "+ Redis), as with projectors on other machines; the 'projector running' row and the "
+            "lag phase show them sharing the cores."
+            if cfg.get("pause_projector", True)
+            else "NOTE: the projector runs alongside every measurement."
+        )
     )
     for note in report["notes"]:
         print(f"NOTE: {note}")
@@ -1383,6 +1394,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="py-spy record the web processes during the /imp warning run (pip install py-spy)",
     )
     p.add_argument(
+        "--projector-running",
+        dest="pause_projector",
+        action="store_false",
+        help="keep the projector running during the measured pixel and batch runs",
+    )
+    p.add_argument(
         "--no-projector-run",
         dest="projector_run",
         action="store_false",
@@ -1483,6 +1500,7 @@ async def main_async(
         finally:
             await asyncio.to_thread(children.stop_all)
     finally:
+        close_pipe(client)
         await client.aclose()
 
 

@@ -31,6 +31,7 @@ from tracker.actors.runner import ProjectionRunner
 from tracker.events import ImpressionSeen
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
+from tracker.eventstore.pipe import close_pipe
 from tracker.eventstore.store import EventStore, as_str
 from tracker.ids import ImpressionIds, new_event_id, new_uuid7_hex
 from tracker.logs import configure_logging
@@ -217,6 +218,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             return await measure(args, client)
         finally:
+            close_pipe(client)
             await client.aclose()
             server.stop()
 

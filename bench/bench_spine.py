@@ -44,6 +44,7 @@ from tracker.events import ImpressionSeen
 from tracker.eventstore import keys
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis, find_redis_server
+from tracker.eventstore.pipe import close_pipe
 from tracker.eventstore.store import EventStore, as_str
 from tracker.ids import ImpressionIds, new_event_id, new_uuid7_hex
 from tracker.logs import configure_logging
@@ -526,6 +527,7 @@ async def run(
         figures = await append_phase(args, server, client, store, evs, redis_benchmark)
         figures |= await replay_phase(args, client, store, evs)
     finally:
+        close_pipe(client)
         await client.aclose()
     sizes = [len(events.encode(e)) for e in evs[:1000]]
     about["mean_event_bytes"] = round(sum(sizes) / len(sizes))
