@@ -551,14 +551,15 @@ async def until_projected(ctx: Ctx) -> float:
         await asyncio.sleep(0.1)
 
 
-async def group_tokens(ctx: Ctx) -> int:
-    """Append script calls so far (each leaves a group token key for 300 s): the projector's
-    commits are EVALSHA too, so INFO commandstats cannot tell them apart."""
-    n = 0
+async def group_tokens(ctx: Ctx) -> set[bytes]:
+    """The group token keys now (each append script call leaves one for 300 s): the projector's
+    commits are EVALSHA too, so INFO commandstats cannot tell them apart. New keys since an
+    earlier call = script calls since (a count difference would miss tokens that expired)."""
+    found: set[bytes] = set()
     for part in ctx.store.partitions:
-        async for _ in ctx.client.scan_iter(match=keys.group_token(part, "*"), count=10_000):
-            n += 1
-    return n
+        async for key in ctx.client.scan_iter(match=keys.group_token(part, "*"), count=10_000):
+            found.add(key)
+    return found
 
 
 async def compact_aof(ctx: Ctx) -> None:
@@ -785,7 +786,7 @@ async def _tracker_run(
     cpu = ctx.cpu_since(before)
     cpu["wrk"] = round(stats.cpu_s, 2)
     await until_log_stable(ctx.store)
-    scripts = await group_tokens(ctx) - tokens_before
+    scripts = len(await group_tokens(ctx) - tokens_before)
     delayed = await delayed_fsyncs(ctx) - delayed_before
     verdicts = await impressions_since(ctx.store, mark)
     _, forks_after = await server_counters(ctx.client)
