@@ -4,6 +4,7 @@ aiohttp with the bytes it already sent, pipelining, HTTP/1.0, HEAD, malformed re
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -47,7 +48,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 async def impressions(store: EventStore) -> list[ImpressionSeen]:
     found = []
     for part in store.partitions:
-        found += [s.event for s in await store.read(part, count=1000)]
+        found += [s.event for s in await store.read(part, count=100_000)]
     return [e for e in found if isinstance(e, ImpressionSeen)]
 
 
@@ -182,6 +183,13 @@ async def test_a_malformed_header_gets_aiohttps_400(port: int, store: EventStore
         b"GET /imp?aid=1 HTTP/1.1\r\nHost : t",
         b"GET /imp?a\xffb HTTP/1.1\r\nHost: t",
         b"GET /imp?aid=1 HTTP/1.1 extra\r\nHost: t",
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\nContent-Length: 34",  # a bare LF
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\rContent-Length: 34",  # a bare CR
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: a\x00b",
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX Y: z",  # a name that is not a token
+        b"GET /imp?q=1 HTTP/1.1\r\nUser-Agent: x",  # HTTP/1.1 without Host
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: a\r\nHost: b",
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nReferer: " + b"x" * 9000,
     ],
 )
 def test_parse_head_leaves_anything_unusual_to_aiohttp(raw: bytes) -> None:
@@ -196,6 +204,56 @@ def test_parse_head_reads_a_pixel_request() -> None:
     assert (head.method, head.path, head.raw_query) == ("GET", "/imp", "aid=1&oid=2")
     assert (head.keep_alive, head.http10) == (True, False)
     assert head.headers.get("User-Agent") == "UA"  # case-insensitive, as aiohttp's
-    closing = parse_head(b"GET /imptr HTTP/1.1\r\nConnection: close")
+    closing = parse_head(b"GET /imptr HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Close")
     assert closing is not None
     assert not closing.keep_alive
+    repeated = parse_head(
+        b"GET /imptr HTTP/1.1\r\nHost: t\r\nConnection: close\r\nConnection: keep-alive"
+    )
+    assert repeated is not None
+    assert not repeated.keep_alive  # every Connection header counts, as in aiohttp
+    old = parse_head(b"GET /imptr HTTP/1.0\r\nConnection: Keep-Alive")  # 1.0 needs no Host
+    assert old is not None
+    assert old.keep_alive
+
+
+async def test_a_smuggled_second_request_is_not_recorded(port: int, store: EventStore) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    hidden = get("/imptr?id=2")
+    writer.write(
+        b"GET /imptr?id=1 HTTP/1.1\r\nHost: t\r\nX: y\nContent-Length: %d\r\n\r\n" % len(hidden)
+        + hidden
+    )
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status == 400  # aiohttp refused the bare LF; neither request was recorded
+    assert await impressions(store) == []
+
+
+async def test_half_close_gets_its_answers_then_the_connection_closes(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=1") + get("/imptr?id=2"))
+    writer.write_eof()  # the client is done sending
+    for _ in range(2):
+        status, _, _ = await read_response(reader)
+        assert status == 200
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not held open
+    writer.close()
+
+
+async def test_a_client_that_does_not_read_stops_the_pipeline(port: int, store: EventStore) -> None:
+    n = 20_000
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    request = get("/imptr?id=9")
+    writer.write(request * n)  # and read nothing for a while
+    await asyncio.sleep(1.0)
+    recorded_while_stalled = len(await impressions(store))
+    assert recorded_while_stalled < n  # the server stopped taking requests it cannot answer
+    for _ in range(n):
+        status, _, _ = await read_response(reader)
+        assert status == 200
+    writer.close()
+    assert len(await impressions(store)) == n

@@ -88,3 +88,21 @@ async def test_password_and_database_from_the_url(redis_server: EmbeddedRedis) -
         await authed.config_set("requirepass", "")
         await authed.aclose()
         await admin.aclose()
+
+
+async def test_a_call_cancelled_while_connecting_stops_at_once() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers AUTH
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = Pipe(host="127.0.0.1", port=port, password="pw")
+    call = asyncio.create_task(pipe.call("PING"))
+    await asyncio.sleep(0.2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(call, 1.0)  # not turned into a connection error and retried
+    pipe.close()
+    server.close()
+    await server.wait_closed()

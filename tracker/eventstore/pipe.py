@@ -27,6 +27,7 @@ import hiredis
 import redis.asyncio as redis
 from redis.exceptions import (
     AuthenticationError,
+    BusyLoadingError,
     NoScriptError,
     ResponseError,
 )
@@ -59,6 +60,8 @@ def _raise_reply_error(reply: hiredis.ReplyError) -> None:
     message = str(reply)
     if message.startswith("NOSCRIPT"):
         raise NoScriptError(message)
+    if message.startswith("LOADING"):  # a connection error for redis-py too: retried
+        raise BusyLoadingError(message)
     if message.startswith(("WRONGPASS", "NOAUTH")):
         raise AuthenticationError(message)
     raise ResponseError(message)
@@ -143,6 +146,7 @@ class Pipe:
         self.username, self.password, self.db = username, password, db
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        self._generation = 0  # bumped by close(): a connection opened across it is dropped
 
     @classmethod
     def for_client(cls, client: redis.Redis) -> Pipe | None:
@@ -175,6 +179,8 @@ class Pipe:
                 if conn is None or conn.lost:
                     conn = await self._connect()
                 reply = await conn.send(command)
+                if isinstance(reply, hiredis.ReplyError):
+                    _raise_reply_error(reply)  # LOADING is a connection error: retried
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 if attempt >= RETRIES:
                     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
@@ -184,28 +190,36 @@ class Pipe:
                 delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
                 await asyncio.sleep(random.uniform(0, delay))
                 continue
-            if isinstance(reply, hiredis.ReplyError):
-                _raise_reply_error(reply)
             return reply
 
     async def _connect(self) -> _Connection:
         """The live connection; concurrent callers share one connection attempt."""
         if self._connecting is None:
             loop = asyncio.get_running_loop()
-            self._connecting = loop.create_future()
+            connecting = self._connecting = loop.create_future()
+            generation = self._generation
             try:
                 conn = await asyncio.wait_for(self._open(loop), CONNECT_TIMEOUT_S)
             except BaseException as exc:
-                error = exc if isinstance(exc, Exception) else RedisConnectionError("cancelled")
+                error: Exception = RedisConnectionError("connection attempt cancelled")
                 if isinstance(exc, TimeoutError):
                     error = RedisTimeoutError("timed out connecting to Redis")
-                self._connecting.set_exception(error)
-                self._connecting.exception()  # retrieved: no "never retrieved" warning
+                elif isinstance(exc, Exception):
+                    error = exc
+                connecting.set_exception(error)  # the callers sharing this attempt retry
+                connecting.exception()  # retrieved: no "never retrieved" warning
                 self._connecting = None
+                if isinstance(exc, asyncio.CancelledError):
+                    raise  # cancellation is the caller's, not a connection error to retry
                 raise error from exc
-            self._conn = conn
-            self._connecting.set_result(conn)
             self._connecting = None
+            if self._generation != generation:  # close() ran meanwhile: do not keep this one
+                conn.close(RedisConnectionError("pipe closed"))
+                connecting.set_exception(RedisConnectionError("pipe closed"))
+                connecting.exception()
+                raise RedisConnectionError("pipe closed")
+            self._conn = conn
+            connecting.set_result(conn)
             return conn
         return await asyncio.shield(self._connecting)
 
@@ -214,20 +228,24 @@ class Pipe:
             _, conn = await loop.create_unix_connection(lambda: _Connection(loop), self.path)
         else:
             _, conn = await loop.create_connection(lambda: _Connection(loop), self.host, self.port)
-        if self.password:
-            user = (self.username,) if self.username else ()
-            reply = await conn.send(pack(("AUTH", *user, self.password)))
-            if isinstance(reply, hiredis.ReplyError):
-                conn.close(RedisConnectionError("closed after AUTH failed"))
-                raise AuthenticationError(str(reply))
-        if self.db:
-            reply = await conn.send(pack(("SELECT", self.db)))
-            if isinstance(reply, hiredis.ReplyError):
-                conn.close(RedisConnectionError("closed after SELECT failed"))
-                raise ResponseError(str(reply))
+        try:
+            if self.password:
+                user = (self.username,) if self.username else ()
+                reply = await conn.send(pack(("AUTH", *user, self.password)))
+                if isinstance(reply, hiredis.ReplyError):
+                    raise AuthenticationError(str(reply))
+            if self.db:
+                reply = await conn.send(pack(("SELECT", self.db)))
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ResponseError(str(reply))
+        except BaseException:  # AUTH/SELECT refused, timed out or cancelled: drop the socket
+            conn.close(RedisConnectionError("closed before use"))
+            raise
         return conn
 
     def close(self) -> None:
+        """Drop the connection, and one being opened now; a later call opens a new one."""
+        self._generation += 1
         if self._conn is not None:
             self._conn.close(RedisConnectionError("pipe closed"))
             self._conn = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -37,6 +38,7 @@ from tracker.http.pixel import PixelAnswer
 logger = structlog.get_logger()
 
 MAX_HEAD: Final = 16 * 1024  # request line and headers; longer goes to aiohttp (its 4xx)
+MAX_LINE: Final = 8190  # aiohttp's limit for the request line and each header line
 MAX_BUFFER: Final = 256 * 1024  # pipelined bytes read ahead before reading pauses
 KEEPALIVE_S: Final = 75.0  # as aiohttp's keepalive_timeout
 SWEEP_S: Final = 5.0
@@ -52,6 +54,8 @@ _REASONS: Final = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+_BAD_BYTES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a header name
 _INTERNAL_ERROR: Final = msgspec.json.encode(
     {"error": {"code": "internal_error", "message": "an internal error; it was logged"}}
 )
@@ -70,11 +74,16 @@ class Head(NamedTuple):
 
 def parse_head(raw: bytes) -> Head | None:
     """The request line and headers (without the blank line), or None for anything the lean
-    path leaves to aiohttp: not a pixel path, not GET/HEAD, not HTTP/1.x, a body, a malformed or
-    folded header line, bytes that are not UTF-8 in the request line."""
+    path leaves to aiohttp (which answers it, or refuses it with its own 400): not a pixel path,
+    not GET/HEAD, not HTTP/1.x, a body or a framing header, an HTTP/1.1 request without exactly one
+    Host, a line over ``MAX_LINE``, a bare CR or LF or another control character, a header name
+    that is not a token, a folded line, bytes that are not UTF-8. Strict on purpose: a head both
+    parsers would not read alike could smuggle a request past a proxy in front."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
+        return None
+    if _BAD_BYTES.search(text):
         return None
     lines = text.split("\r\n")
     parts = lines[0].split(" ")
@@ -86,22 +95,38 @@ def parse_head(raw: bytes) -> Head | None:
         return None
     if not target.isascii() or not target.isprintable() or "#" in target:
         return None
+    if any(len(line) > MAX_LINE for line in lines):
+        return None
+    fields = _fields(lines[1:])
+    if fields is None:
+        return None
+    pairs, tokens, hosts = fields
+    http10 = version == "HTTP/1.0"
+    if not http10 and hosts != 1:
+        return None
+    keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
+    return Head(method, path, query, http10, keep_alive, CIMultiDict(pairs))
+
+
+def _fields(lines: list[str]) -> tuple[list[tuple[str, str]], set[str], int] | None:
+    """(name/value pairs, Connection tokens, number of Host headers), or None to hand off."""
     pairs = []
-    connection = ""
-    for line in lines[1:]:
+    tokens: set[str] = set()
+    hosts = 0
+    for line in lines:
         name, sep, value = line.partition(":")
-        if not sep or not name or name[0] in " \t" or name[-1] in " \t" or not name.isascii():
-            return None  # no colon, obs-fold, whitespace before the colon: aiohttp's 400
+        if not sep or not _TOKEN.fullmatch(name):
+            return None  # no colon, obs-fold, whitespace before the colon, not a token
         value = value.strip(" \t")
         key = name.lower()
         if key in _HAND_OFF_HEADERS or (key == "content-length" and value != "0"):
             return None
         if key == "connection":
-            connection = value.lower()
+            tokens.update(t.strip().lower() for t in value.split(","))
+        elif key == "host":
+            hosts += 1
         pairs.append((name, value))
-    http10 = version == "HTTP/1.0"
-    keep_alive = "keep-alive" in connection if http10 else "close" not in connection
-    return Head(method, path, query, http10, keep_alive, CIMultiDict(pairs))
+    return pairs, tokens, hosts
 
 
 class _Date:
@@ -144,6 +169,7 @@ class Front:
         self.fallback = fallback  # aiohttp's factory: it gets every connection handed over
         self.access_log = access_log
         self.connections: set[PixelProtocol] = set()
+        self.recovering: set[asyncio.Task[None]] = set()  # hits being spooled
         self._pixels: Pixels | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop  # set on the first connection
@@ -183,6 +209,8 @@ class Front:
             await asyncio.sleep(0.01)
         for conn in list(self.connections):
             conn.close()
+        if self.recovering:  # their events must reach the spool before the app closes it
+            await asyncio.wait(list(self.recovering), timeout=SHUTDOWN_GRACE_S)
         self.access_log.flush()
 
 
@@ -195,7 +223,9 @@ class PixelProtocol(asyncio.Protocol):
         self.remote = ""
         self.buffer = b""
         self.busy = False  # a request is being recorded; later ones wait in the buffer
-        self.paused = False
+        self.paused = False  # reading paused: MAX_BUFFER bytes wait, or the client reads slowly
+        self.write_paused = False  # the transport's buffer is full: start no new request
+        self.eof = False  # the client half-closed: answer what is buffered, then close
         self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,22 +245,48 @@ class PixelProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer = self.buffer + data if self.buffer else data
         self.last_active = time.monotonic()
-        if not self.busy:
+        if not self.busy and not self.write_paused:
             self._next()
-        elif len(self.buffer) > MAX_BUFFER and self.transport is not None and not self.paused:
+        elif len(self.buffer) > MAX_BUFFER:
+            self._pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.busy or self.write_paused:
+            return True  # keep the socket to answer what was asked; _next closes it then
+        self._next()
+        return self.transport is None  # handed over (aiohttp took the EOF) or closed
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy:
+            self._resume_reading()
+            self._next()
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
 
-    def eof_received(self) -> bool:
-        return self.busy  # keep the socket to answer the request being recorded, then close
+    def _resume_reading(self) -> None:
+        if self.transport is not None and self.paused and not self.eof:
+            self.paused = False
+            self.transport.resume_reading()
 
     def _next(self) -> None:
-        """Start the next complete request in the buffer, or hand the connection over."""
+        """Start the next complete request in the buffer, or hand the connection over; after
+        the client's EOF, close once nothing complete is left."""
         buffer = self.buffer
         end = buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_HEAD:
             if len(buffer) > MAX_HEAD or b"\n\n" in buffer or (buffer and buffer[0] not in b"GH"):
                 self._hand_off()
+            elif self.eof:
+                self.close()
             return
         head = parse_head(buffer[:end])
         if head is None:
@@ -263,7 +319,9 @@ class PixelProtocol(asyncio.Protocol):
             if exc is None:
                 recorded = self.front.pixels.finish(pending, appended.result())
             elif isinstance(exc, APPEND_ERRORS):  # Redis failed: spool it (a rare, slow path)
-                self.front.loop.create_task(self._recover(head, started, pending, exc))
+                task = self.front.loop.create_task(self._recover(head, started, pending, exc))
+                self.front.recovering.add(task)
+                task.add_done_callback(self.front.recovering.discard)
                 return
             else:
                 raise exc
@@ -320,10 +378,10 @@ class PixelProtocol(asyncio.Protocol):
         if not head.keep_alive:
             transport.close()
             return
-        if self.paused:
-            self.paused = False
-            transport.resume_reading()
-        if self.buffer:
+        if self.write_paused:  # resume_writing() goes on
+            return
+        self._resume_reading()
+        if self.buffer or self.eof:
             self._next()
 
     def _hand_off(self) -> None:
@@ -336,11 +394,13 @@ class PixelProtocol(asyncio.Protocol):
         protocol = self.front.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        if self.paused:
+        if self.paused and not self.eof:
             transport.resume_reading()
         if self.buffer:
             protocol.data_received(self.buffer)
             self.buffer = b""
+        if self.eof:
+            protocol.eof_received()
 
 
 class FrontRunner(web.AppRunner):
