@@ -35,7 +35,7 @@ class ImpressionIds:
         self._key = key
 
     def _tag(self, body: str) -> str:
-        return hmac.digest(self._key, body.encode(), "sha256").hex()[:_TAG_HEX]
+        return hmac.digest(self._key, body.encode(), "sha256")[: _TAG_HEX // 2].hex()
 
     def mint(self, route: int | None = None, partitions: int = 1) -> str:
         """A new id; with ``route``, one whose partition (``route_of``) is ``route``.

@@ -81,6 +81,11 @@ def _result(part: str, raw: str) -> AppendResult:
     return AppendResult(part, raw, duplicate=False)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -212,7 +217,21 @@ class EventStore:
         for item in items:
             event, key = item if isinstance(item, tuple) else (item, None)
             futures.append(self._enqueue(self.partition_of(event), events.encode(event), key, None))
-        return list(await asyncio.gather(*futures))
+        # Awaited in order rather than gathered: they resolve a few script calls at a time, and
+        # awaiting a done future costs nothing, where gather adds a callback to each of thousands.
+        results = []
+        try:
+            for future in futures:
+                results.append(await future)
+        except BaseException:
+            for future in futures:  # the first failure is raised; the others are not "lost"
+                if future.done():
+                    if not future.cancelled():
+                        future.exception()
+                else:
+                    future.add_done_callback(_retrieve)
+            raise
+        return results
 
     def _enqueue(
         self,
