@@ -17,7 +17,11 @@ def redis_binaries() -> dict[str, str]:
     return found
 
 
-def start_server(data_dir: Path, binary: str | None = None, port: int = 0) -> EmbeddedRedis:
-    server = EmbeddedRedis(data_dir, port=port, binary=binary, unix_socket=False)
+def start_server(
+    data_dir: Path, binary: str | None = None, port: int = 0, appendfsync: str = "everysec"
+) -> EmbeddedRedis:
+    server = EmbeddedRedis(
+        data_dir, port=port, binary=binary, unix_socket=False, appendfsync=appendfsync
+    )
     server.start()
     return server
