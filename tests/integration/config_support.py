@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +20,10 @@ from tracker.http.app import create_app
 from tracker.http.front import FrontRunner
 from tracker.settings import Settings
 
-SETTINGS = Settings(public_url="https://track.example.com")
+# a data dir of the test run's own: the app's spool lives there, never in the checkout
+SETTINGS = Settings(
+    public_url="https://track.example.com", data_dir=Path(tempfile.mkdtemp(prefix="tracker-test-"))
+)
 
 
 async def make_token(store: EventStore, tenant: str = "958", role: str = "admin") -> dict[str, str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.integration.config_support import (
     make_token,
@@ -14,7 +16,9 @@ from tests.integration.config_support import (
 )
 from tracker.config.live import LIVE_CONFIG
 from tracker.events import ImpressionSeen
+from tracker.eventstore.spool import spool_dir, spool_files
 from tracker.eventstore.store import EventStore
+from tracker.http.app_keys import SETTINGS
 from tracker.http.ingest import IMPRESSION_IDS
 from tracker.http.pixel import TRANSPARENT_GIF
 
@@ -172,6 +176,35 @@ async def test_duplicate_imp_id_within_a_day_is_not_counted(api: Client, store: 
         ("not_counted", "duplicate_imp_id"),
     ]
     assert by_id[other.headers["X-Impression-Id"]].verdict == "counted"
+
+
+async def test_duplicate_imp_id_is_caught_for_hits_spooled_while_redis_fails(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await offer_setup(api, store)
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}&imp_id=dup-9"
+    live = await api.get(url, headers=BROWSER)  # appended: it takes the claim
+    real_submit = store.submit
+
+    def unavailable(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RedisConnectionError("Connection refused"))
+        return failed
+
+    monkeypatch.setattr(store, "submit", unavailable)
+    spooled = [await api.get(url, headers=BROWSER) for _ in range(2)]
+    assert [r.status for r in spooled] == [200, 200]  # fsynced to the spool, then answered
+    monkeypatch.setattr(store, "submit", real_submit)
+    directory = spool_dir(api.app[SETTINGS].data_dir)
+    deadline = asyncio.get_running_loop().time() + 10
+    while spool_files(directory):  # the web process's drainer re-appends them (every 1 s)
+        assert asyncio.get_running_loop().time() < deadline, "the spool was not drained"
+        await asyncio.sleep(0.1)
+    by_id = {e.impression_id: e for e in await logged(store)}
+    assert by_id[live.headers["X-Impression-Id"]].verdict == "counted"
+    for r in spooled:  # the claim was taken when the spool drained
+        event = by_id[r.headers["X-Impression-Id"]]
+        assert (event.verdict, event.reason) == ("not_counted", "duplicate_imp_id")
 
 
 async def test_gdpr_without_consent_sets_no_cookie_and_truncates_ip(

@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.factories import impression
+from tests.factories import IDS, impression
 from tracker import events
-from tracker.events import AnyEvent, ImpressionSeen
+from tracker.events import ImpressionSeen
 from tracker.eventstore import spool
 from tracker.eventstore.spool import (
     SpoolRecord,
@@ -25,8 +25,8 @@ from tracker.eventstore.spool import (
     read_spool,
     spool_files,
 )
-from tracker.eventstore.store import AppendResult, EventStore
-from tracker.ids import new_uuid7_hex
+from tracker.eventstore.store import AppendItem, AppendResult, Claim, EventStore
+from tracker.ids import new_uuid7_hex, stable_hash
 
 
 def spooled(n: int) -> tuple[list[ImpressionSeen], list[SpoolRecord]]:
@@ -195,9 +195,7 @@ class FlakyStore(EventStore):
         super().__init__(client, partitions=4)
         self.ok_calls = ok_calls
 
-    async def append_many(
-        self, items: Iterable[AnyEvent | tuple[AnyEvent, str | None]]
-    ) -> list[AppendResult]:
+    async def append_many(self, items: Iterable[AppendItem]) -> list[AppendResult]:
         if self.ok_calls == 0:
             raise RedisConnectionError("Connection refused")
         self.ok_calls -= 1
@@ -310,3 +308,51 @@ async def test_drain_skips_a_landed_event_after_its_token_expired(
     await writer.close()
     assert (report.events, report.duplicates) == (0, 1)
     assert sum((await logged_event_ids(store)).values()) == 1
+
+
+# -- claims (duplicate imp_id) --------------------------------------------------------------------
+
+
+def claimed_hit(name: str) -> tuple[ImpressionSeen, SpoolRecord]:
+    """A counted pixel hit spooled with its claim, as ``Pixels.recover`` writes it."""
+    iid = IDS.mint(stable_hash(name) % 4, 4)
+    event = impression(impression_id=iid, external_imp_id="ext-1", verdict="counted")
+    otherwise = msgspec.structs.replace(event, verdict="not_counted", reason="duplicate_imp_id")
+    record = SpoolRecord(iid, events.encode(event), "", name, 86_400, events.encode(otherwise))
+    return event, record
+
+
+def test_a_claim_survives_the_record_format(tmp_path: Path) -> None:
+    _, record = claimed_hit("imp:t1:7:ext-1")
+    path = tmp_path / "x.spool"
+    path.write_bytes(encode_record(record) + encode_record(SpoolRecord("k", b"{}", "tok")))
+    assert read_spool(path).records == [record, SpoolRecord("k", b"{}", "tok")]
+
+
+async def test_drained_hits_take_their_claims(store: EventStore, tmp_path: Path) -> None:
+    name = "imp:t1:7:ext-1"
+    earlier, _ = claimed_hit(name)  # appended live before the outage: it holds the claim
+    otherwise = msgspec.structs.replace(earlier, verdict="not_counted", reason="duplicate_imp_id")
+    await store.append(earlier, claim=Claim(name, 86_400, otherwise))
+    first, a = claimed_hit(name)
+    second, b = claimed_hit("imp:t1:7:ext-2")
+    third, c = claimed_hit("imp:t1:7:ext-2")
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many([a, b, c])
+    await writer.close()
+    report = await drain(store, tmp_path)
+    assert (report.events, report.duplicates) == (3, 0)
+    stored = {
+        s.event.impression_id: s.event
+        for p in store.partitions
+        for s in await store.read(p, count=100)
+        if isinstance(s.event, ImpressionSeen)
+    }
+    verdicts = {
+        iid: (e.verdict, e.reason) for iid, e in stored.items() if iid != earlier.impression_id
+    }
+    assert verdicts == {
+        first.impression_id: ("not_counted", "duplicate_imp_id"),  # the live hit had it
+        second.impression_id: ("counted", ""),  # first of its imp_id
+        third.impression_id: ("not_counted", "duplicate_imp_id"),
+    }

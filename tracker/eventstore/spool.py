@@ -2,7 +2,8 @@
 
 Layout: ``<data dir>/spool/<uuid7 hex>.spool``, one append-only file per writer, names in creation
 order. A record is ``b"SP" | u32 payload length | u32 CRC-32 of payload | payload`` (big-endian),
-the payload the JSON array ``[idempotency_key, event]``. A crash can leave a torn last record;
+the payload the JSON array ``[idempotency_key, event, group_token?, claim?, claim_ttl_s?,
+otherwise?]`` (trailing fields omitted when empty). A crash can leave a torn last record;
 readers stop at the first record that is short or fails its CRC and report the bytes after it.
 A writer never appends after a failed write: it abandons that file and starts a new one. A file
 is created as ``<name>.tmp`` and renamed once locked; a crash in between leaves an empty ``.tmp``.
@@ -11,6 +12,8 @@ A writer holds ``flock(LOCK_EX)`` on its file while it is open, so a drainer (in
 process) drains only files no live writer holds: rotated ones and those of crashed processes.
 A file is deleted only after every record in it was appended, each with its idempotency key, so
 a drain that dies halfway is simply run again and finds the appended events to be duplicates.
+A record may carry its event's claim (the duplicate ``imp_id`` check of a pixel hit) and the
+alternative event: the claim is taken when the record is drained, as the append would have.
 
 Every spooled event must carry a key and be routed to it: mint the impression id with
 ``route=keys.key_route(tenant, key, n)`` (``EventStore.append`` scopes keys to a partition).
@@ -32,7 +35,7 @@ import structlog
 
 from tracker import events
 from tracker.eventstore import keys
-from tracker.eventstore.store import EventStore
+from tracker.eventstore.store import Claim, EventStore
 from tracker.ids import new_uuid7_hex
 from tracker.projections import impressions
 
@@ -50,6 +53,9 @@ class SpoolRecord(NamedTuple):
     event: bytes  # tracker.events.encode(event)
     group_token: str = ""  # the failed append call's token (AppendUncertain): if it exists, the
     # call ran after all and the event is already in the log, appended without this key
+    claim: str = ""  # the event's claim (a duplicate imp_id check), taken when it is drained
+    claim_ttl_s: int = 0
+    otherwise: bytes = b""  # the event appended instead when the claim was taken
 
 
 class SpoolContents(NamedTuple):
@@ -75,8 +81,10 @@ def spool_dir(data_dir: Path) -> Path:
 
 def encode_record(record: SpoolRecord) -> bytes:
     fields: tuple[object, ...] = (record.idempotency_key, msgspec.Raw(record.event))
-    if record.group_token:
+    if record.group_token or record.claim:
         fields += (record.group_token,)
+    if record.claim:
+        fields += (record.claim, record.claim_ttl_s, msgspec.Raw(record.otherwise))
     payload = msgspec.json.encode(fields)
     return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
@@ -85,6 +93,9 @@ class _Record(msgspec.Struct, array_like=True):
     key: str
     event: msgspec.Raw
     group_token: str = ""  # absent in records of calls without a token
+    claim: str = ""  # these three are absent in records of events without a claim
+    claim_ttl_s: int = 0
+    otherwise: msgspec.Raw = msgspec.Raw(b"")
 
 
 _record_decoder: Final = msgspec.json.Decoder(_Record)
@@ -106,7 +117,16 @@ def parse(data: bytes) -> SpoolContents:
             record = _record_decoder.decode(payload)
         except msgspec.DecodeError as exc:
             raise SpoolCorrupt(f"record at byte {pos}: {exc}") from exc
-        records.append(SpoolRecord(record.key, bytes(record.event), record.group_token))
+        records.append(
+            SpoolRecord(
+                record.key,
+                bytes(record.event),
+                record.group_token,
+                record.claim,
+                record.claim_ttl_s,
+                bytes(record.otherwise),
+            )
+        )
         pos = end
     return SpoolContents(records, pos, len(data) - pos)
 
@@ -263,11 +283,7 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
         appended = duplicates = 0
         for chunk in _chunks(contents.records, batch):
             landed = await _landed(store, chunk)
-            items = [
-                (events.decode(r.event), r.idempotency_key)
-                for i, r in enumerate(chunk)
-                if i not in landed
-            ]
+            items = [_item(r) for i, r in enumerate(chunk) if i not in landed]
             results = await store.append_many(items)
             dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
             duplicates += dup
@@ -283,6 +299,13 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
         torn_bytes=contents.torn_bytes,
     )
     return DrainReport(1, appended, duplicates, contents.torn_bytes)
+
+
+def _item(record: SpoolRecord) -> tuple[events.AnyEvent, str, Claim | None]:
+    claim = None
+    if record.claim:
+        claim = Claim(record.claim, record.claim_ttl_s, events.decode(record.otherwise))
+    return events.decode(record.event), record.idempotency_key, claim
 
 
 async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:

@@ -49,6 +49,10 @@ class Claim(NamedTuple):
     otherwise: AnyEvent
 
 
+# what append_many takes: an event, (event, idempotency key), or (event, key, claim)
+AppendItem = AnyEvent | tuple[AnyEvent, str | None] | tuple[AnyEvent, str | None, Claim | None]
+
+
 class AppendUncertain(Exception):
     """The append call failed in a way that leaves open whether Redis ran it (connection lost,
     timeout) after the client's retries. ``group_token`` is the call's token key: while it exists
@@ -202,21 +206,34 @@ class EventStore:
         Raises AppendUncertain when the outcome is unknown (connection lost after retries).
         """
         part = self.partition_of(event)
-        raw_claim = None
-        if claim is not None:
-            if self.partition_of(claim.otherwise) != part:
-                raise ValueError("a claim's alternative event must be in the same partition")
-            raw_claim = (claim.name, claim.ttl_s, events.encode(claim.otherwise))
+        raw_claim = self._raw_claim(part, claim)
         return self._enqueue(part, events.encode(event), idempotency_key, raw_claim)
 
+    def _raw_claim(self, part: str, claim: Claim | None) -> tuple[str, int, bytes] | None:
+        if claim is None:
+            return None
+        if self.partition_of(claim.otherwise) != part:
+            raise ValueError("a claim's alternative event must be in the same partition")
+        return (claim.name, claim.ttl_s, events.encode(claim.otherwise))
+
     async def append_many(
-        self, items: Iterable[AnyEvent | tuple[AnyEvent, str | None]]
+        self,
+        items: Iterable[AppendItem],
     ) -> list[AppendResult]:
-        """Append several events (each optionally with an idempotency key) in one group commit."""
+        """Append several events (each optionally with an idempotency key, and a claim) in one
+        group commit."""
         futures = []
         for item in items:
-            event, key = item if isinstance(item, tuple) else (item, None)
-            futures.append(self._enqueue(self.partition_of(event), events.encode(event), key, None))
+            claim = None
+            if isinstance(item, tuple):
+                event, key = item[0], item[1]
+                if len(item) == 3:
+                    claim = item[2]
+            else:
+                event, key = item, None
+            part = self.partition_of(event)
+            raw_claim = self._raw_claim(part, claim)
+            futures.append(self._enqueue(part, events.encode(event), key, raw_claim))
         # Awaited in order rather than gathered: they resolve a few script calls at a time, and
         # awaiting a done future costs nothing, where gather adds a callback to each of thousands.
         results = []

@@ -165,7 +165,11 @@ class Pixels:
         """The append failed: fsync the event to the local spool (the drainer re-appends it)."""
         event = pending.event
         token = exc.group_token if isinstance(exc, AppendUncertain) else ""
+        claim = pending.claim
         record = SpoolRecord(event.impression_id, events.encode(event), token)
+        if claim is not None:  # taken when the spool drains: a duplicate is still caught
+            otherwise = events.encode(claim.otherwise)
+            record = record._replace(claim=claim.name, claim_ttl_s=claim.ttl_s, otherwise=otherwise)
         try:
             await self.spool.write_many([record])
         except OSError as spool_error:
