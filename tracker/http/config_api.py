@@ -19,6 +19,7 @@ from tracker.config import model
 from tracker.config.auth import Principal, can_read
 from tracker.config.validate import Invalid, check
 from tracker.config.writer import CONFIG_WRITER
+from tracker.http.app_keys import SETTINGS
 from tracker.http.config_common import (
     authenticate,
     int_param,
@@ -121,11 +122,21 @@ def build(resource_model: type[Any], fields: dict[str, Any]) -> Any:
         raise ApiError(422, "invalid_body", str(exc)) from None
 
 
-def checked(state: Any, kind: str, obj: Any, previous: Any | None) -> Any:
+def checked(request: web.Request, state: Any, kind: str, obj: Any, previous: Any | None) -> Any:
     try:
         check(state, kind, obj, previous)
     except Invalid as exc:
         raise ApiError(422, exc.code, exc.message, field=exc.field) from None
+    lookup_days = request.app[SETTINGS].lookup_window_days
+    if kind == model.OFFER and obj.attribution_window_days > lookup_days:
+        # attribution needs the impression lookup to still hold the impression
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"attribution_window_days may be at most {lookup_days}: the impression lookup keeps "
+            f"impressions that long (TRACKER_LOOKUP_WINDOW_DAYS)",
+            field="attribution_window_days",
+        )
     return obj
 
 
@@ -167,7 +178,7 @@ def routes(resource: Resource) -> list[web.RouteDef]:
         obj = build(
             resource.model, {**given, "id": new_id, "tenant": principal.tenant, "version": 0}
         )
-        checked(state, kind, obj, None)
+        checked(request, state, kind, obj, None)
         return _respond(await save(request, principal, kind, obj), 201)
 
     async def update(request: web.Request) -> web.Response:
@@ -183,7 +194,7 @@ def routes(resource: Resource) -> list[web.RouteDef]:
         else:
             fields = {**msgspec.to_builtins(current), **given}
         fields.update(id=current.id, tenant=current.tenant, version=version)
-        obj = checked(state, kind, build(resource.model, fields), current)
+        obj = checked(request, state, kind, build(resource.model, fields), current)
         return _respond(await save(request, principal, kind, obj))
 
     async def delete(request: web.Request) -> web.Response:
