@@ -252,10 +252,10 @@ class PixelProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        if self.busy or self.write_paused:
-            return True  # keep the socket to answer what was asked; _next closes it then
-        self._next()
-        return self.transport is None  # handed over (aiohttp took the EOF) or closed
+        if not self.busy and not self.write_paused:
+            self._next()  # may start a buffered request, close, or hand over (aiohttp gets EOF)
+        # True keeps the socket open to answer what was asked; _next closes it afterwards
+        return self.busy or self.write_paused
 
     def pause_writing(self) -> None:
         self.write_paused = True
