@@ -186,6 +186,7 @@ async def test_a_malformed_header_gets_aiohttps_400(port: int, store: EventStore
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\nContent-Length: 34",  # a bare LF
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\rContent-Length: 34",  # a bare CR
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: a\x00b",
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: a\tb",  # legal, but rare: aiohttp reads it
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX Y: z",  # a name that is not a token
         b"GET /imp?q=1 HTTP/1.1\r\nUser-Agent: x",  # HTTP/1.1 without Host
         b"GET /imp?q=1 HTTP/1.1\r\nHost: a\r\nHost: b",
