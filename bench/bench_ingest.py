@@ -756,55 +756,46 @@ async def tracker_run(
     url = ctx.base + path
     await quiet(ctx)
     with projector_paused(ctx, paused):
-        return await _tracker_run(ctx, key, path, dialect, script, url, profile, paused)
-
-
-async def _tracker_run(
-    ctx: Ctx,
-    key: str,
-    path: str,
-    dialect: str,
-    script: Path,
-    url: str,
-    profile: bool,
-    paused: bool,
-) -> PixelRun:
-    if ctx.args.warmup:
-        await run_wrk(ctx.args, url, script, seconds=ctx.args.warmup)
-        await (until_log_stable(ctx.store) if paused else quiet(ctx))
-    mark = await log_mark(ctx.store)
-    log_lines = sum(count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs)))
-    _, forks_before = await server_counters(ctx.client)
-    tokens_before = await group_tokens(ctx)
-    delayed_before = await delayed_fsyncs(ctx)
-    before = ctx.cpu_snapshot()
-    profiler = await start_profiler(ctx) if profile else None
-    try:
-        stats = await run_wrk(ctx.args, url, script, seconds=ctx.args.duration)
-    finally:
-        profile_report = await stop_profiler(profiler) if profiler else None
-    cpu = ctx.cpu_since(before)
-    cpu["wrk"] = round(stats.cpu_s, 2)
-    await until_log_stable(ctx.store)
-    scripts = len(await group_tokens(ctx) - tokens_before)
-    delayed = await delayed_fsyncs(ctx) - delayed_before
-    verdicts = await impressions_since(ctx.store, mark)
-    _, forks_after = await server_counters(ctx.client)
-    where = "projector paused" if paused else "projector running"
-    name = f"tracker {path.split('?')[0]:<6} {ctx.level:<7} {where}"
-    run = PixelRun(key, name, stats, cpu, sum(verdicts.values()), dict(verdicts))
-    run.aof_rewrites = forks_after - forks_before
-    lines_now = sum(count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs)))
-    run.extra["web_log_lines"] = lines_now - log_lines
-    run.extra["aof_delayed_fsync"] = delayed
-    run.extra["append_script_calls"] = scripts
-    run.extra["events_per_script_call"] = round(sum(verdicts.values()) / max(1, scripts), 2)
-    if profile_report:
-        run.extra["profile"] = profile_report
-    if not paused:
-        run.projector_catch_up_s = round(await until_projected(ctx), 2)
-    check_pixel_run(run, dialect)
-    return run
+        if ctx.args.warmup:
+            await run_wrk(ctx.args, url, script, seconds=ctx.args.warmup)
+            await (until_log_stable(ctx.store) if paused else quiet(ctx))
+        mark = await log_mark(ctx.store)
+        log_lines = sum(
+            count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs))
+        )
+        _, forks_before = await server_counters(ctx.client)
+        tokens_before = await group_tokens(ctx)
+        delayed_before = await delayed_fsyncs(ctx)
+        before = ctx.cpu_snapshot()
+        profiler = await start_profiler(ctx) if profile else None
+        try:
+            stats = await run_wrk(ctx.args, url, script, seconds=ctx.args.duration)
+        finally:
+            profile_report = await stop_profiler(profiler) if profiler else None
+        cpu = ctx.cpu_since(before)
+        cpu["wrk"] = round(stats.cpu_s, 2)
+        await until_log_stable(ctx.store)
+        scripts = len(await group_tokens(ctx) - tokens_before)
+        delayed = await delayed_fsyncs(ctx) - delayed_before
+        verdicts = await impressions_since(ctx.store, mark)
+        _, forks_after = await server_counters(ctx.client)
+        where = "projector paused" if paused else "projector running"
+        name = f"tracker {path.split('?')[0]:<6} {ctx.level:<7} {where}"
+        run = PixelRun(key, name, stats, cpu, sum(verdicts.values()), dict(verdicts))
+        run.aof_rewrites = forks_after - forks_before
+        lines_now = sum(
+            count_lines(ctx.tmp / f"web{i}-{ctx.level}.log") for i in range(len(ctx.webs))
+        )
+        run.extra["web_log_lines"] = lines_now - log_lines
+        run.extra["aof_delayed_fsync"] = delayed
+        run.extra["append_script_calls"] = scripts
+        run.extra["events_per_script_call"] = round(sum(verdicts.values()) / max(1, scripts), 2)
+        if profile_report:
+            run.extra["profile"] = profile_report
+        if not paused:
+            run.projector_catch_up_s = round(await until_projected(ctx), 2)
+        check_pixel_run(run, dialect)
+        return run
 
 
 def check_pixel_run(run: PixelRun, dialect: str) -> None:

@@ -145,11 +145,10 @@ class EventStore:
         *,
         idempotency_ttl_s: int = 7 * 24 * 3600,
         max_group: int = MAX_GROUP,
-        pipe: bool = True,
     ) -> None:
         self.client = client
         # appends go over a lean pipelined connection of their own (see pipe.py), when possible
-        self._pipe = Pipe.for_client(client) if pipe else None
+        self._pipe = Pipe.for_client(client)
         self.partition_count = partitions
         self.partitions = keys.partitions(partitions)
         self.idempotency_ttl_s = idempotency_ttl_s
@@ -243,8 +242,7 @@ class EventStore:
         except BaseException:
             for future in futures:  # the first failure is raised; the others are not "lost"
                 if future.done():
-                    if not future.cancelled():
-                        future.exception()
+                    _retrieve(future)
                 else:
                     future.add_done_callback(_retrieve)
             raise
