@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgspec
 import pytest
@@ -75,8 +76,10 @@ async def test_each_caller_gets_its_own_entry(store: EventStore) -> None:
 async def test_failure_fails_only_its_callers(store: EventStore, client: redis.Redis) -> None:
     events = [impression(key="poison")] + [impression() for i in range(39)]
     victim = store.partition_of(events[0])
-    # A key of the wrong type makes the victim partition's script call fail on its first read.
-    await client.hset(keys.idempotency(victim, "poison"), "x", "1")
+    # A key bucket of the wrong type makes the victim partition's script call fail on a read
+    # before it writes anything (the bucket of this period; the previous one after a rollover).
+    ttl = store.idempotency_ttl_s
+    await client.set(f"{keys.idempotency(victim)}:{ttl}:{int(time.time()) // ttl}", "x")
     calls = [
         store.append(e, idempotency_key="poison" if i == 0 else None) for i, e in enumerate(events)
     ]
@@ -120,6 +123,28 @@ async def test_append_many_mixes_keys_and_no_keys(store: EventStore) -> None:
     again = await store.append_many(items)
     assert all(r.duplicate for r in again)
     assert [r.entry_id for r in again] == [results[i % 5].entry_id for i in range(10)]
+
+
+async def test_a_key_is_remembered_for_one_to_two_ttls(client: redis.Redis) -> None:
+    """Keys live in per-period buckets (scripts.APPEND): a repeat within the ttl is a duplicate,
+    also across a period boundary; once two periods have passed the key is forgotten."""
+    store = EventStore(client, partitions=1, idempotency_ttl_s=1)
+    try:
+        first = await store.append(impression(), "k")
+        await asyncio.sleep(1.0 - time.time() % 1.0 + 0.05)  # into the next period (Redis's clock)
+        again = await store.append(impression(), "k")
+        assert again.duplicate
+        assert again.entry_id == first.entry_id
+        buckets = [k async for k in client.scan_iter(f"{keys.idempotency('p0')}:*")]
+        assert buckets
+        assert all(0 < ttl <= 2 for ttl in [await client.ttl(b) for b in buckets])
+        await asyncio.sleep(2.1)
+        later = await store.append(impression(), "k")
+        assert not later.duplicate
+        assert later.entry_id != first.entry_id
+    finally:
+        await store.drain()
+        store.close()
 
 
 async def test_read_after_position_is_exclusive(store: EventStore) -> None:

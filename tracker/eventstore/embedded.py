@@ -88,6 +88,7 @@ class EmbeddedRedis:
             "--appendonly", "yes",
             "--appendfsync", self.appendfsync,
             "--maxmemory-policy", "noeviction",
+            "--lazyfree-lazy-expire", "yes",  # an expiring idempotency bucket is freed aside
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),

@@ -24,8 +24,10 @@ def stream(part: str) -> str:
     return f"{PREFIX}:{{{part}}}:events"
 
 
-def idempotency(part: str, key: str) -> str:
-    return f"{PREFIX}:{{{part}}}:idem:{key}"
+def idempotency(part: str) -> str:
+    """The prefix of a partition's idempotency key buckets, ``PREFIX:TTL:PERIOD`` (hashes whose
+    fields are the keys; see scripts.APPEND)."""
+    return f"{PREFIX}:{{{part}}}:idem"
 
 
 def group_token(part: str, token: str) -> str:

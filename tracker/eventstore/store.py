@@ -85,19 +85,16 @@ def _result(part: str, raw: str) -> AppendResult:
     return AppendResult(part, raw, duplicate=False)
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# what one script call appends: payload, idempotency key, claim (name, ttl, alternative payload)
+_Item = tuple[bytes, str | None, tuple[str, int, bytes] | None]
+
+
 class _Pending(NamedTuple):
-    payload: bytes
-    idempotency_key: str | None
-    claim: tuple[str, int, bytes] | None  # name, ttl, alternative payload
+    item: _Item
     future: asyncio.Future[AppendResult]
 
 
@@ -219,10 +216,17 @@ class EventStore:
         self,
         items: Iterable[AppendItem],
     ) -> list[AppendResult]:
-        """Append several events (each optionally with an idempotency key, and a claim) in one
-        group commit."""
-        futures = []
-        for item in items:
+        """Append several events (each optionally with an idempotency key, and a claim): one
+        script call per partition and MAX_GROUP events, sent together, results in order.
+
+        Unlike ``append``, the calls do not wait for the event-loop tick's other appends: a
+        batch is a group already, and it skips the per-event futures of the group commit.
+        Raises the first failure (AppendUncertain when a call's outcome is unknown); calls for
+        other partitions may have run, and a retry with the same keys finds them.
+        """
+        by_part: dict[str, list[tuple[int, _Item]]] = {}
+        n = 0
+        for n, item in enumerate(items, 1):
             claim = None
             if isinstance(item, tuple):
                 event, key = item[0], item[1]
@@ -232,21 +236,30 @@ class EventStore:
                 event, key = item, None
             part = self.partition_of(event)
             raw_claim = self._raw_claim(part, claim)
-            futures.append(self._enqueue(part, events.encode(event), key, raw_claim))
-        # Awaited in order rather than gathered: they resolve a few script calls at a time, and
-        # awaiting a done future costs nothing, where gather adds a callback to each of thousands.
-        results = []
+            by_part.setdefault(part, []).append((n - 1, (events.encode(event), key, raw_claim)))
+        calls = []
+        for part, rows in by_part.items():
+            for start in range(0, len(rows), self.max_group):
+                chunk = rows[start : start + self.max_group]
+                calls.append((chunk, self._append_call(part, [item for _, item in chunk])))
+        results: list[AppendResult | None] = [None] * n
+        outcomes = await asyncio.gather(*(call for _, call in calls), return_exceptions=True)
+        for (chunk, _), outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            for (i, _), result in zip(chunk, outcome, strict=True):
+                results[i] = result
+        return results  # type: ignore[return-value]  # every slot was filled
+
+    async def _append_call(self, part: str, items: Sequence[_Item]) -> list[AppendResult]:
+        """One script call; a failure that leaves open whether it ran becomes AppendUncertain."""
+        token = keys.group_token(part, secrets.token_hex(12))
         try:
-            for future in futures:
-                results.append(await future)
-        except BaseException:
-            for future in futures:  # the first failure is raised; the others are not "lost"
-                if future.done():
-                    _retrieve(future)
-                else:
-                    future.add_done_callback(_retrieve)
+            return await self._append_group(part, token, items)
+        except Exception as exc:
+            if isinstance(exc, RETRYABLE) and not isinstance(exc, MaxConnectionsError):
+                raise AppendUncertain(exc, part, token) from exc
             raise
-        return results
 
     def _enqueue(
         self,
@@ -259,7 +272,9 @@ class EventStore:
         if loop is None or loop.is_closed():  # cached: get_running_loop() is a getpid() on 3.11
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
-        self._pending.setdefault(part, []).append(_Pending(payload, idempotency_key, claim, future))
+        self._pending.setdefault(part, []).append(
+            _Pending((payload, idempotency_key, claim), future)
+        )
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush_all)
@@ -292,12 +307,9 @@ class EventStore:
             asyncio.get_running_loop().call_soon(self._flush_all)
 
     async def _flush(self, part: str, items: list[_Pending]) -> None:
-        token = keys.group_token(part, secrets.token_hex(12))
         try:
-            results = await self._append_group(part, token, items)
+            results = await self._append_call(part, [p.item for p in items])
         except Exception as exc:  # fails exactly the callers of this group
-            if isinstance(exc, RETRYABLE) and not isinstance(exc, MaxConnectionsError):
-                exc = AppendUncertain(exc, part, token)  # it may have run: the token will tell
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(exc)
@@ -309,27 +321,25 @@ class EventStore:
                 item.future.set_result(result)
 
     async def _append_group(
-        self, part: str, token: str, items: Sequence[_Pending]
+        self, part: str, token: str, items: Sequence[_Item]
     ) -> list[AppendResult]:
         stream = keys.stream(part)
-        script_keys = [stream, token]
+        script_keys = [stream, token, keys.idempotency(part)]
         args: list[Any] = [self.idempotency_ttl_s, GROUP_TOKEN_TTL_S, len(items)]
-        index: dict[str, int] = {}  # one KEYS slot per distinct key: repeats in a group match
-
-        def slot(name: str) -> int:
-            if name not in index:
-                script_keys.append(name)
-                index[name] = len(script_keys)
-            return index[name]
-
-        for item in items:
-            key = item.idempotency_key
-            ki = 0 if key is None else slot(keys.idempotency(part, key))
-            if item.claim is None:
-                args += [ki, 0, 0, item.payload, b""]
+        alternatives: list[bytes] = []
+        claims: dict[str, int] = {}  # one KEYS slot per distinct claim: repeats in a group match
+        for payload, key, claim in items:
+            if claim is None:
+                args += [key or "", "", payload]
             else:
-                name, ttl_s, alternative = item.claim
-                args += [ki, slot(keys.claim(part, name)), ttl_s, item.payload, alternative]
+                name, ttl_s, alternative = claim
+                ci = claims.get(name)
+                if ci is None:
+                    script_keys.append(keys.claim(part, name))
+                    ci = claims[name] = len(script_keys)
+                args += [key or "", f"{ci} {ttl_s}", payload]
+                alternatives.append(alternative)
+        args += alternatives
         reply = await self._append_script(self.client, script_keys, args, self._pipe)
         raw = [as_str(x) for x in reply]
         if raw and raw[0] == "replay" and len(raw) == 2:
