@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 
 from tracker.eventstore.keys import key_route, partition_of
@@ -15,6 +17,14 @@ def test_minted_ids_verify_and_are_ordered_and_unique() -> None:
     assert all(len(i) == IMPRESSION_ID_LENGTH and IDS.verify(i) for i in minted)
     assert len(set(minted)) == len(minted)
     assert [i[:12] for i in minted] == sorted(i[:12] for i in minted)  # ms timestamp prefix
+
+
+@pytest.mark.parametrize("key", [b"0123456789abcdef", b"k" * 64, b"long key " * 20])
+def test_the_tag_is_hmac_sha256_of_the_body(key: bytes) -> None:
+    """Anyone holding the key can check an id with a stock HMAC (keys over 64 bytes included)."""
+    iid = ImpressionIds(key).mint()
+    body, tag = iid[:32], iid[32:]
+    assert tag == hmac.digest(key, body.encode(), "sha256")[:6].hex()
 
 
 def _flip_last(iid: str) -> str:
