@@ -1167,7 +1167,7 @@ async def run(ctx: Ctx) -> dict[str, Any]:
     script = ctx.tmp / "done.lua"
     script.write_text(WRK_DONE_LUA)
     runs: list[PixelRun] = []
-    if args.wrk:
+    if args.wrk and args.pixel:
         if args.nginx:
             runs.append(await nginx_run(ctx, script))
         if args.floor:
@@ -1177,8 +1177,9 @@ async def run(ctx: Ctx) -> dict[str, Any]:
         by_key = {r.key: r for r in runs}
         full = by_key.get("imp_warning_projector") or by_key["imp_warning"]
         report["lag"] = await lag_phase(ctx, full.wrk.per_s)
-    report |= await batch_phase(ctx)
-    if args.wrk and args.info_run:
+    if args.batch:
+        report |= await batch_phase(ctx)
+    if args.wrk and args.pixel and args.info_run:
         runs += await pixel_phase(ctx, script, "info")
     report["pixel"] = runs
     report["log_total_events"] = await log_length(ctx.store)
@@ -1369,6 +1370,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--webs", type=int, default=2, help="web processes on the shared port")
     p.add_argument("--partitions", type=int, default=4, help="TRACKER_PARTITIONS")
     p.add_argument("--no-nginx", dest="use_nginx", action="store_false", help="skip nginx")
+    p.add_argument(
+        "--no-pixel", dest="pixel", action="store_false", help="skip the pixel and lag phases"
+    )
+    p.add_argument("--no-batch", dest="batch", action="store_false", help="skip the batch phase")
     p.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the aiohttp floor run"
     )
