@@ -85,6 +85,9 @@ def _result(part: str, raw: str) -> AppendResult:
     return AppendResult(part, raw, duplicate=False)
 
 
+_first_char_new: Final = frozenset("0123456789")
+
+
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -224,30 +227,33 @@ class EventStore:
         Raises the first failure (AppendUncertain when a call's outcome is unknown); calls for
         other partitions may have run, and a retry with the same keys finds them.
         """
-        by_part: dict[str, list[tuple[int, _Item]]] = {}
+        n_parts = self.partition_count
+        encode = events.encode
+        by_part: dict[str, tuple[list[int], list[_Item]]] = {}  # partition -> (indexes, items)
         n = 0
         for n, item in enumerate(items, 1):
-            claim = None
             if isinstance(item, tuple):
                 event, key = item[0], item[1]
-                if len(item) == 3:
-                    claim = item[2]
+                claim = item[2] if len(item) == 3 else None
             else:
-                event, key = item, None
-            part = self.partition_of(event)
-            raw_claim = self._raw_claim(part, claim)
-            by_part.setdefault(part, []).append((n - 1, (events.encode(event), key, raw_claim)))
+                event, key, claim = item, None, None
+            part = keys.partition_of(event, n_parts)
+            rows = by_part.get(part)
+            if rows is None:
+                rows = by_part[part] = ([], [])
+            rows[0].append(n - 1)
+            rows[1].append((encode(event), key, self._raw_claim(part, claim) if claim else None))
         calls = []
-        for part, rows in by_part.items():
-            for start in range(0, len(rows), self.max_group):
-                chunk = rows[start : start + self.max_group]
-                calls.append((chunk, self._append_call(part, [item for _, item in chunk])))
+        for part, (indexes, part_items) in by_part.items():
+            for start in range(0, len(part_items), self.max_group):
+                end = start + self.max_group
+                calls.append((indexes[start:end], self._append_call(part, part_items[start:end])))
         results: list[AppendResult | None] = [None] * n
         outcomes = await asyncio.gather(*(call for _, call in calls), return_exceptions=True)
-        for (chunk, _), outcome in zip(calls, outcomes, strict=True):
+        for (indexes, _), outcome in zip(calls, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-            for (i, _), result in zip(chunk, outcome, strict=True):
+            for i, result in zip(indexes, outcome, strict=True):
                 results[i] = result
         return results  # type: ignore[return-value]  # every slot was filled
 
@@ -344,7 +350,8 @@ class EventStore:
         raw = [as_str(x) for x in reply]
         if raw and raw[0] == "replay" and len(raw) == 2:
             raw = await self._replayed(stream, raw[1], len(items))
-        return [_result(part, r) for r in raw]
+        new = _first_char_new  # "=" or "!" start the rare results; a new entry id is a digit
+        return [AppendResult(part, r, False) if r[0] in new else _result(part, r) for r in raw]
 
     async def group_ran(self, group_token: str) -> bool:
         """Whether the append call with this token ran (within GROUP_TOKEN_TTL_S of it)."""

@@ -67,23 +67,23 @@ async def post_record(request: web.Request) -> web.Response:
     tenant = principal.tenant
     publisher_id = str(principal.scope_id) if principal.role == "publisher" else ""
     items: list[tuple[ImpressionSeen, str | None]] = []
+    mint = ids.mint
+    scope = f"batch:{tenant}:"  # keys are per tenant: another tenant's same key is another item
     for item in result:
         key = item.idempotency_key
-        route = key_route(tenant, key, n) if key is not None else None
         event = ImpressionSeen(
             event_id=new_event_id(),
             occurred_at=item.occurred_at or now,
             recorded_at=now,
             tenant=tenant,
-            impression_id=ids.mint(route, n),
+            impression_id=mint(key_route(tenant, key, n) if key is not None else None, n),
             dialect="batch",
             member_id=item.member_id,
             creative_id=item.creative_id,
             ad_unit_id=item.ad_unit_id,
             publisher_id=publisher_id,
         )
-        # keys are per tenant: another tenant's identical key is a different impression
-        items.append((event, f"batch:{tenant}:{key}" if key is not None else None))
+        items.append((event, scope + key if key is not None else None))
     try:
         results = await store.append_many(items)
     except (AppendUncertain, RedisError, OSError) as exc:
