@@ -947,8 +947,12 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
     mark = await log_mark(ctx.store)
     length_before = await log_length(ctx.store)
     before, delayed = ctx.cpu_snapshot(), await delayed_fsyncs(ctx)
-    with projector_paused(ctx, args.pause_projector):
-        seconds, answers, latencies = await post_batches(ctx, bodies, args.batch_clients)
+    profiler = await start_profiler(ctx) if args.profile else None
+    try:
+        with projector_paused(ctx, args.pause_projector):
+            seconds, answers, latencies = await post_batches(ctx, bodies, args.batch_clients)
+    finally:
+        profile_report = await stop_profiler(profiler) if profiler else None
     cpu = ctx.cpu_since(before)
     delayed = await delayed_fsyncs(ctx) - delayed
     sent = len(bodies) * args.batch_size
@@ -987,6 +991,8 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
     if not isinstance(event, ImpressionSeen) or event.dialect != "batch":
         raise BenchFailed(f"batch: unexpected event in the log: {event}")
     figure.extra["event_json_bytes"] = len(redis_benchmark_payload(event))
+    if profile_report:
+        figure.extra["profile"] = profile_report
     figure.extra["projector_catch_up_s"] = round(await until_projected(ctx), 2)
     result: dict[str, Any] = {"batch": figure}
     if args.redis_benchmark:
@@ -1401,7 +1407,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy record the web processes during the /imp warning run (pip install py-spy)",
+        help="py-spy record the web processes during the /imp warning run and the batch run "
+        "(pip install py-spy)",
     )
     p.add_argument(
         "--projector-running",
