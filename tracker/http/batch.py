@@ -109,12 +109,15 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return "not an ISO 8601 timestamp"
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
+    if parsed.tzinfo is UTC:  # "...Z" or "+00:00": the usual case, already UTC
+        utc = parsed
+    elif parsed.tzinfo is None or parsed.utcoffset() is None:
         return "needs a UTC offset, e.g. 2024-01-15T10:30:00Z"
-    try:
-        utc = parsed.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-        return "out of range"
+    else:
+        try:
+            utc = parsed.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+            return "out of range"
     if utc - now > MAX_FUTURE:
         return "more than 5 minutes in the future"
     return utc
