@@ -1302,26 +1302,27 @@ def print_report(report: dict[str, Any]) -> None:
             f"{lag['poll_ms']} ms); wrk p50 {lag['wrk']['p50_ms']:.2f} ms p99 "
             f"{lag['wrk']['p99_ms']:.2f} ms; cpu {cpu_text(lag['cpu_s'])}"
         )
-    batch: Figure = report["batch"]
-    x = batch.extra
-    print(
-        f"\nbatch: {x['requests']} requests x {cfg['batch_size']:,} items ({x['item_bytes']} B "
-        f"JSON per item), {cfg['batch_clients']} concurrent clients"
-    )
-    print(f"{'figure':<62} {'impressions/s':>13} {'seconds':>8}")
-    print(f"{batch.name:<62} {batch.per_s:>13,.0f} {batch.seconds:>8.2f}{disk_mark(batch)}")
-    rb: Figure | None = report.get("redis_benchmark")
-    if rb is not None:
-        name = (
-            f"redis-benchmark -P {cfg['pipeline']} -c {cfg['rb_clients']} XADD, best of "
-            f"{len(rb.extra.get('runs_per_s', [1]))}"
+    batch: Figure | None = report.get("batch")
+    if batch is not None:
+        x = batch.extra
+        print(
+            f"\nbatch: {x['requests']} requests x {cfg['batch_size']:,} items ({x['item_bytes']} B "
+            f"JSON per item), {cfg['batch_clients']} concurrent clients"
         )
-        print(f"{name:<62} {rb.per_s:>13,.0f} {rb.seconds:>8.2f}{disk_mark(rb)}")
-    print(
-        f"distinct keys sent {x['distinct_keys_sent']:,}, recorded {x['recorded']:,}, in log "
-        f"{x['in_log']:,}; one request re-sent: {x['retry_of_one_request']}; request p50 "
-        f"{x['request_p50_ms']} ms, max {x['request_max_ms']} ms; cpu {cpu_text(x['cpu_s'])}"
-    )
+        print(f"{'figure':<62} {'impressions/s':>13} {'seconds':>8}")
+        print(f"{batch.name:<62} {batch.per_s:>13,.0f} {batch.seconds:>8.2f}{disk_mark(batch)}")
+        rb: Figure | None = report.get("redis_benchmark")
+        if rb is not None:
+            name = (
+                f"redis-benchmark -P {cfg['pipeline']} -c {cfg['rb_clients']} XADD, best of "
+                f"{len(rb.extra.get('runs_per_s', [1]))}"
+            )
+            print(f"{name:<62} {rb.per_s:>13,.0f} {rb.seconds:>8.2f}{disk_mark(rb)}")
+        print(
+            f"distinct keys sent {x['distinct_keys_sent']:,}, recorded {x['recorded']:,}, in log "
+            f"{x['in_log']:,}; one request re-sent: {x['retry_of_one_request']}; request p50 "
+            f"{x['request_p50_ms']} ms, max {x['request_max_ms']} ms; cpu {cpu_text(x['cpu_s'])}"
+        )
     print(f"\nratios (bars: pixel >= {PIXEL_BAR}, aim {PIXEL_AIM}; batch >= {BATCH_BAR}):")
     for label, value in report["ratios"].items():
         bar = BATCH_BAR if label.startswith("batch") else PIXEL_BAR
