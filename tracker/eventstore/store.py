@@ -18,6 +18,7 @@ from tracker import events
 from tracker.events import AnyEvent
 from tracker.eventstore import keys, scripts
 from tracker.eventstore.pipe import Pipe
+from tracker.gcpause import gc_paused
 
 logger = structlog.get_logger()
 _ops_encoder: Final = msgspec.msgpack.Encoder()
@@ -230,19 +231,22 @@ class EventStore:
         n_parts = self.partition_count
         encode = events.encode
         by_part: dict[str, tuple[list[int], list[_Item]]] = {}  # partition -> (indexes, items)
-        n = 0
-        for n, item in enumerate(items, 1):
-            if isinstance(item, tuple):
-                event, key = item[0], item[1]
-                claim = item[2] if len(item) == 3 else None
-            else:
-                event, key, claim = item, None, None
-            part = keys.partition_of(event, n_parts)
-            rows = by_part.get(part)
-            if rows is None:
-                rows = by_part[part] = ([], [])
-            rows[0].append(n - 1)
-            rows[1].append((encode(event), key, self._raw_claim(part, claim) if claim else None))
+        with gc_paused():  # thousands of tuples that all live until the reply
+            n = 0
+            for n, item in enumerate(items, 1):
+                if isinstance(item, tuple):
+                    event, key = item[0], item[1]
+                    claim = item[2] if len(item) == 3 else None
+                else:
+                    event, key, claim = item, None, None
+                part = keys.partition_of(event, n_parts)
+                rows = by_part.get(part)
+                if rows is None:
+                    rows = by_part[part] = ([], [])
+                rows[0].append(n - 1)
+                rows[1].append(
+                    (encode(event), key, self._raw_claim(part, claim) if claim else None)
+                )
         calls = []
         for part, (indexes, part_items) in by_part.items():
             for start in range(0, len(part_items), self.max_group):

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from tracker.events import ImpressionSeen
 from tracker.eventstore.keys import key_route
 from tracker.eventstore.store import AppendUncertain
+from tracker.gcpause import gc_paused
 from tracker.http.app_keys import STORE
 from tracker.http.batch import MAX_BODY_BYTES, Rejected, check_headers, validate
 from tracker.http.config_common import authenticate
@@ -58,7 +59,8 @@ async def post_record(request: web.Request) -> web.Response:
     if too_large is not None:
         return _rejected(too_large)
     now = datetime.now(UTC)
-    result = validate(body, now)
+    with gc_paused():
+        result = validate(body, now)
     if isinstance(result, Rejected):
         return _rejected(result)
     store = request.app[STORE]
@@ -69,21 +71,22 @@ async def post_record(request: web.Request) -> web.Response:
     items: list[tuple[ImpressionSeen, str | None]] = []
     mint = ids.mint
     scope = f"batch:{tenant}:"  # keys are per tenant: another tenant's same key is another item
-    for item in result:
-        key = item.idempotency_key
-        event = ImpressionSeen(
-            event_id=new_event_id(),
-            occurred_at=item.occurred_at or now,
-            recorded_at=now,
-            tenant=tenant,
-            impression_id=mint(key_route(tenant, key, n) if key is not None else None, n),
-            dialect="batch",
-            member_id=item.member_id,
-            creative_id=item.creative_id,
-            ad_unit_id=item.ad_unit_id,
-            publisher_id=publisher_id,
-        )
-        items.append((event, scope + key if key is not None else None))
+    with gc_paused():
+        for item in result:
+            key = item.idempotency_key
+            event = ImpressionSeen(
+                event_id=new_event_id(),
+                occurred_at=item.occurred_at or now,
+                recorded_at=now,
+                tenant=tenant,
+                impression_id=mint(key_route(tenant, key, n) if key is not None else None, n),
+                dialect="batch",
+                member_id=item.member_id,
+                creative_id=item.creative_id,
+                ad_unit_id=item.ad_unit_id,
+                publisher_id=publisher_id,
+            )
+            items.append((event, scope + key if key is not None else None))
     try:
         results = await store.append_many(items)
     except (AppendUncertain, RedisError, OSError) as exc:
