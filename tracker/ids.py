@@ -16,6 +16,7 @@ import uuid_utils
 IMPRESSION_ID_LENGTH = 44
 _TAG_HEX = 12
 _ROUTE_SLICE = slice(20, 32)  # the low 48 random bits of the uuid7 body
+_HEX = "0123456789abcdef"
 
 
 def new_event_id() -> str:
@@ -53,7 +54,11 @@ class ImpressionIds:
         idempotency key lives) while a conversion naming the id still finds the impression's.
         """
         body = uuid_utils.uuid7().hex
-        if route is not None:
+        if route is not None and 16 % partitions == 0:
+            # n divides 16, so the last hex digit alone decides low % n: only it changes
+            digit = int(body[-1], 16)
+            body = body[:-1] + _HEX[digit - digit % partitions + route]
+        elif route is not None:
             low = int(body[_ROUTE_SLICE], 16)
             low = low - low % partitions + route
             if low >= 1 << 48:
