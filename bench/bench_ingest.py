@@ -188,14 +188,15 @@ class Children:
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of a live process, from /proc (0 once it is gone)."""
+def cpu_seconds(pid: int, *, kernel_only: bool = False) -> float:
+    """user + system (or only system) CPU seconds of a live process, from /proc (0 once gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+    utime, stime = int(fields[11]), int(fields[12])
+    return (stime if kernel_only else utime + stime) / _CLK_TCK
 
 
 def children_of(pid: int) -> list[int]:
@@ -356,7 +357,9 @@ class Ctx:
         return groups
 
     def cpu_snapshot(self) -> dict[str, float]:
-        snap = {n: sum(cpu_seconds(p) for p in pids) for n, pids in self.cpu_groups().items()}
+        groups = self.cpu_groups()
+        snap = {n: sum(cpu_seconds(p) for p in pids) for n, pids in groups.items()}
+        snap["web_kernel"] = sum(cpu_seconds(p, kernel_only=True) for p in groups["web"])
         snap["bench"] = time.process_time()
         return snap
 
@@ -938,11 +941,11 @@ async def post_batches(
     return seconds, answers, latencies
 
 
-async def batch_phase(ctx: Ctx) -> dict[str, Any]:
+async def batch_run(ctx: Ctx, seed: int) -> tuple[Figure, ImpressionSeen]:
+    """One measured batch run of --batches requests with fresh keys: checked, then its figure
+    and an event it appended."""
     args = ctx.args
-    bodies, item_bytes = batch_bodies(args.batches + 1, args.batch_size, args.seed)
-    warm, bodies = bodies[0], bodies[1:]
-    await post_batches(ctx, [warm], 1)  # scripts loaded, pools open, code paths warm
+    bodies, item_bytes = batch_bodies(args.batches, args.batch_size, seed)
     await quiet(ctx)
     mark = await log_mark(ctx.store)
     length_before = await log_length(ctx.store)
@@ -993,6 +996,19 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
     figure.extra["event_json_bytes"] = len(redis_benchmark_payload(event))
     if profile_report:
         figure.extra["profile"] = profile_report
+    return figure, event
+
+
+async def batch_phase(ctx: Ctx) -> dict[str, Any]:
+    args = ctx.args
+    warm, _ = batch_bodies(1, args.batch_size, args.seed + 1_000)
+    await post_batches(ctx, warm, 1)  # scripts loaded, pools open, code paths warm
+    # The fastest of --batch-repeat runs, each with keys of its own, as redis-benchmark's figure
+    # is the fastest of --rb-repeat runs: both sides get the same treatment on a noisy machine.
+    measured = [await batch_run(ctx, args.seed + r) for r in range(args.batch_repeat)]
+    figure, event = max(measured, key=lambda m: m[0].per_s)
+    figure.extra["runs_per_s"] = [round(f.per_s) for f, _ in measured]
+    sent = figure.extra["distinct_keys_sent"]
     figure.extra["projector_catch_up_s"] = round(await until_projected(ctx), 2)
     result: dict[str, Any] = {"batch": figure}
     if args.redis_benchmark:
@@ -1222,9 +1238,12 @@ def server_us(run: PixelRun) -> float:
 
 
 def cpu_text(cpu: dict[str, float]) -> str:
-    order = ("web", "floor", "projector", "redis", "nginx", "wrk", "bench")
-    short = {"projector": "proj"}
-    return " ".join(f"{short.get(k, k)} {cpu[k]:.1f}" for k in order if cpu.get(k, 0) >= 0.05)
+    order = ("web", "web_kernel", "floor", "projector", "redis", "nginx", "wrk", "bench")
+    short = {"projector": "proj", "web_kernel": "(kernel"}
+    text = " ".join(f"{short.get(k, k)} {cpu[k]:.1f}" for k in order if cpu.get(k, 0) >= 0.05)
+    return text.replace(" (kernel ", " (kernel ", 1).replace(
+        f"(kernel {cpu.get('web_kernel', 0):.1f}", f"(kernel {cpu.get('web_kernel', 0):.1f})", 1
+    )
 
 
 def print_pixel(cfg: dict[str, Any], runs: list[PixelRun]) -> None:
@@ -1307,7 +1326,8 @@ def print_report(report: dict[str, Any]) -> None:
         x = batch.extra
         print(
             f"\nbatch: {x['requests']} requests x {cfg['batch_size']:,} items ({x['item_bytes']} B "
-            f"JSON per item), {cfg['batch_clients']} concurrent clients"
+            f"JSON per item), {cfg['batch_clients']} concurrent clients; runs/s "
+            f"{', '.join(f'{r:,}' for r in x['runs_per_s'])}, the fastest counts"
         )
         print(f"{'figure':<62} {'impressions/s':>13} {'seconds':>8}")
         print(f"{batch.name:<62} {batch.per_s:>13,.0f} {batch.seconds:>8.2f}{disk_mark(batch)}")
@@ -1396,6 +1416,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=40, help="batch requests (plus 1 warm-up)")
     p.add_argument("--batch-size", type=int, default=5_000, help="items per batch request")
     p.add_argument("--batch-clients", type=int, default=4, help="concurrent batch clients")
+    p.add_argument(
+        "--batch-repeat", type=int, default=3, help="measured batch runs (the fastest counts)"
+    )
     p.add_argument("--pipeline", type=int, default=64, help="redis-benchmark -P")
     p.add_argument("--rb-clients", type=int, default=50, help="redis-benchmark -c")
     p.add_argument(
@@ -1427,8 +1450,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed for the batch bodies")
     p.add_argument("--out", type=Path, default=OUT_DIR / "ingest.json", help="JSON report")
     args = p.parse_args(argv)
-    if min(args.duration, args.threads, args.connections, args.webs, args.batches) <= 0:
-        p.error("--duration, --threads, --connections, --webs and --batches must be positive")
+    if (
+        min(args.duration, args.threads, args.connections, args.webs, args.batches) <= 0
+        or min(args.batch_repeat, args.rb_repeat) <= 0
+    ):
+        p.error(
+            "--duration, --threads, --connections, --webs, --batches, --batch-repeat and "
+            "--rb-repeat must be positive"
+        )
     if not 0 < args.lag_fraction <= 1 or args.batch_size < 1 or args.batch_size > 5_000:
         p.error("--lag-fraction must be in (0, 1], --batch-size in 1..5000")
     return args
