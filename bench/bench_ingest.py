@@ -1238,12 +1238,16 @@ def server_us(run: PixelRun) -> float:
 
 
 def cpu_text(cpu: dict[str, float]) -> str:
-    order = ("web", "web_kernel", "floor", "projector", "redis", "nginx", "wrk", "bench")
-    short = {"projector": "proj", "web_kernel": "(kernel"}
-    text = " ".join(f"{short.get(k, k)} {cpu[k]:.1f}" for k in order if cpu.get(k, 0) >= 0.05)
-    return text.replace(" (kernel ", " (kernel ", 1).replace(
-        f"(kernel {cpu.get('web_kernel', 0):.1f}", f"(kernel {cpu.get('web_kernel', 0):.1f})", 1
-    )
+    order = ("web", "floor", "projector", "redis", "nginx", "wrk", "bench")
+    short = {"projector": "proj"}
+    parts = []
+    for k in order:
+        if cpu.get(k, 0) >= 0.05:
+            kernel = (
+                f" (kernel {cpu['web_kernel']:.1f})" if k == "web" and "web_kernel" in cpu else ""
+            )
+            parts.append(f"{short.get(k, k)} {cpu[k]:.1f}{kernel}")
+    return " ".join(parts)
 
 
 def print_pixel(cfg: dict[str, Any], runs: list[PixelRun]) -> None:
