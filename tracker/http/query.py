@@ -100,12 +100,15 @@ def _split(raw: str, known: frozenset[str]) -> tuple[dict[str, str], list[Malfor
         if not part:
             continue
         raw_name, _, raw_value = part.partition("=")
-        name = _decode(raw_name)
-        if name is None:
-            problems.append(Malformed("query", "invalid_encoding"))
-            continue
+        name = raw_name  # the usual case: a plain known name needs no decoding
         if name not in known:
-            continue
+            decoded = _decode(raw_name)
+            if decoded is None:
+                problems.append(Malformed("query", "invalid_encoding"))
+                continue
+            if decoded not in known:
+                continue
+            name = decoded
         if name in values:
             problems.append(Malformed(name, "repeated"))
             continue
@@ -114,7 +117,7 @@ def _split(raw: str, known: frozenset[str]) -> tuple[dict[str, str], list[Malfor
             problems.append(Malformed(name, "invalid_encoding"))
         elif len(value) > _LIMITS.get(name, MAX_ID_CHARS):
             problems.append(Malformed(name, "too_long"))
-        elif _CONTROL.search(value):
+        elif not value.isprintable() and _CONTROL.search(value):  # printable: no controls
             problems.append(Malformed(name, "invalid_value"))
         else:
             values[name] = value
@@ -139,7 +142,9 @@ def _require(values: dict[str, str], problems: list[Malformed], *names: str) -> 
 def parse_imp(raw: str) -> ImpQuery:
     """Parse ``/imp``: Freshpaint when ``env_id`` or ``dest_id`` is given, else Affise."""
     values, problems = _split(raw, _IMP_PARAMS)
-    freshpaint = any(n in values or _bad(problems, n) for n in _FRESHPAINT)
+    freshpaint = "env_id" in values or "dest_id" in values
+    if not freshpaint and problems:
+        freshpaint = any(_bad(problems, n) for n in _FRESHPAINT)
     if freshpaint:
         _require(values, problems, *_FRESHPAINT, "imp_id")
     else:
