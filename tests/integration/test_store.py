@@ -217,3 +217,25 @@ async def test_a_redis_stall_queues_appends_instead_of_failing_them(
     results = await asyncio.gather(*calls)
     # Every one lands: unbounded concurrent script calls would exhaust the 64-connection pool.
     assert len({(r.partition, r.entry_id) for r in results}) == 400
+
+
+async def test_append_many_bounds_its_calls_in_flight(redis_url: str) -> None:
+    """Without the append pipe every script call holds a pooled connection: a big batch, or
+    several at once, must queue for MAX_INFLIGHT calls per partition, not exhaust the pool."""
+    client = redis.Redis.from_url(redis_url, max_connections=8)
+    store = EventStore(client, partitions=4, max_group=50)
+    store._pipe = None  # as for rediss:// URLs
+    try:
+        batches = [[(impression(), f"bound-{b}-{i}") for i in range(1_000)] for b in range(3)]
+        results = await asyncio.gather(*(store.append_many(batch) for batch in batches))
+        assert [len(r) for r in results] == [1_000] * 3
+        assert not any(r.duplicate for batch in results for r in batch)
+    finally:
+        await client.aclose()
+
+
+async def test_an_empty_idempotency_key_is_refused(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        await store.append(impression(), "")
+    with pytest.raises(ValueError, match="empty"):
+        await store.append_many([(impression(), "")])

@@ -89,6 +89,11 @@ def _result(part: str, raw: str) -> AppendResult:
 _first_char_new: Final = frozenset("0123456789")
 
 
+def _check_key(key: str | None) -> None:
+    if key is not None and not key:
+        raise ValueError("an idempotency key must not be empty (None: no key)")
+
+
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -160,6 +165,7 @@ class EventStore:
         self._flush_scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
         self._busy: dict[str, int] = {}  # partition -> script calls in flight
+        self._slots: dict[str, asyncio.Semaphore] = {}  # partition -> append_many's call slots
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hot = secrets.randbelow(partitions)  # see hot_route()
 
@@ -205,6 +211,7 @@ class EventStore:
         lives in the event's partition: route the event by the claim's name.
         Raises AppendUncertain when the outcome is unknown (connection lost after retries).
         """
+        _check_key(idempotency_key)
         part = self.partition_of(event)
         raw_claim = self._raw_claim(part, claim)
         return self._enqueue(part, events.encode(event), idempotency_key, raw_claim)
@@ -239,6 +246,8 @@ class EventStore:
                     claim = item[2] if len(item) == 3 else None
                 else:
                     event, key, claim = item, None, None
+                if key == "":
+                    _check_key(key)
                 part = keys.partition_of(event, n_parts)
                 rows = by_part.get(part)
                 if rows is None:
@@ -251,7 +260,9 @@ class EventStore:
         for part, (indexes, part_items) in by_part.items():
             for start in range(0, len(part_items), self.max_group):
                 end = start + self.max_group
-                calls.append((indexes[start:end], self._append_call(part, part_items[start:end])))
+                calls.append(
+                    (indexes[start:end], self._append_limited(part, part_items[start:end]))
+                )
         results: list[AppendResult | None] = [None] * n
         outcomes = await asyncio.gather(*(call for _, call in calls), return_exceptions=True)
         for (indexes, _), outcome in zip(calls, outcomes, strict=True):
@@ -260,6 +271,16 @@ class EventStore:
             for i, result in zip(indexes, outcome, strict=True):
                 results[i] = result
         return results  # type: ignore[return-value]  # every slot was filled
+
+    async def _append_limited(self, part: str, items: Sequence[_Item]) -> list[AppendResult]:
+        """``_append_call`` with at most MAX_INFLIGHT of append_many's calls per partition in
+        flight, however many batches run at once (without the append pipe, each call holds a
+        pooled connection)."""
+        slots = self._slots.get(part)
+        if slots is None:
+            slots = self._slots[part] = asyncio.Semaphore(MAX_INFLIGHT)
+        async with slots:
+            return await self._append_call(part, items)
 
     async def _append_call(self, part: str, items: Sequence[_Item]) -> list[AppendResult]:
         """One script call; a failure that leaves open whether it ran becomes AppendUncertain."""
