@@ -54,6 +54,8 @@ class ImpressionIds:
         idempotency key lives) while a conversion naming the id still finds the impression's.
         """
         body = uuid_utils.uuid7().hex
+        if route is not None and not 0 <= route < partitions:
+            raise ValueError(f"route {route} is not a partition number below {partitions}")
         if route is not None and 16 % partitions == 0:
             # n divides 16, so the last hex digit alone decides low % n: only it changes
             digit = int(body[-1], 16)

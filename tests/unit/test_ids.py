@@ -70,3 +70,9 @@ def test_keyed_event_lands_where_its_key_lives() -> None:
     imp = impression(key="order-17")
     assert partition_of(imp, 4) == f"p{key_route('t1', 'order-17', 4)}"
     assert partition_of(conversion(aimp_id=imp.impression_id), 4) == partition_of(imp, 4)
+
+
+@pytest.mark.parametrize(("route", "partitions"), [(4, 4), (-1, 4), (3, 3), (16, 16)])
+def test_a_route_outside_the_partitions_is_refused(route: int, partitions: int) -> None:
+    with pytest.raises(ValueError, match="partition number"):
+        IDS.mint(route, partitions)
