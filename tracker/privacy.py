@@ -123,9 +123,9 @@ def _restriction(
         if policy == "strict" and not tcf_purpose_1(consent):
             return "gdpr_no_consent"
     if policy == "strict":
-        if headers.get("DNT", "").strip() == "1":
+        if headers.get("dnt", "").strip() == "1":
             return "do_not_track"
-        if headers.get("Sec-GPC", "").strip() == "1":
+        if headers.get("sec-gpc", "").strip() == "1":
             return "global_privacy"
     return ""
 
@@ -138,7 +138,8 @@ def decide(
     headers: Mapping[str, str],
     policy: Policy = "strict",
 ) -> Privacy:
-    """The privacy decision for one hit; ``headers`` must be case-insensitive (aiohttp's are)."""
+    """The privacy decision for one hit; ``headers`` is looked up by lowercase name (a dict of
+    lowercase names, or aiohttp's case-insensitive headers)."""
     reason = _restriction(gdpr, gdpr_consent, cookies, headers, policy)
     if reason:
         return Privacy(False, truncate_ip(ip), gdpr_consent, reason)
@@ -153,7 +154,7 @@ def is_https(scheme: str, headers: Mapping[str, str]) -> bool:
 
     Only trust this behind a proxy that overwrites the header; it decides just the cookie flags.
     """
-    forwarded = headers.get("X-Forwarded-Proto", "")
+    forwarded = headers.get("x-forwarded-proto", "")
     if forwarded:
         return forwarded.split(",", 1)[0].strip().lower() == "https"
     return scheme.lower() == "https"

@@ -22,7 +22,7 @@ PREFETCH: Final = "invalid_traffic_prefetch"
 # Headers browsers send on speculative loads that no person looked at yet. ``Sec-Purpose`` values
 # include "prefetch", "prefetch;prerender", "prefetch;anonymous-client-ip"; Firefox sends
 # "X-Moz: prefetch", Safari's Top Sites thumbnails "X-Purpose: preview".
-_PURPOSE_HEADERS: Final = ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz")
+_PURPOSE_HEADERS: Final = ("sec-purpose", "purpose", "x-purpose", "x-moz")
 _SPECULATIVE = re.compile(r"prefetch|prerender|preview", re.IGNORECASE)
 
 _SPECIAL: Final = frozenset(".^$*+?{}[]\\|()")
@@ -123,7 +123,8 @@ def is_bot(user_agent: str) -> bool:
 
 
 def is_prefetch(headers: Mapping[str, str]) -> bool:
-    """``headers`` must look names up case-insensitively, as aiohttp's ``request.headers`` does."""
+    """``headers`` is looked up by lowercase name: a dict of lowercase names, or aiohttp's
+    case-insensitive ``request.headers``."""
     for name in _PURPOSE_HEADERS:
         value = headers.get(name)
         if value and _SPECULATIVE.search(value):

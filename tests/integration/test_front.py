@@ -204,7 +204,7 @@ def test_parse_head_reads_a_pixel_request() -> None:
     assert head is not None
     assert (head.method, head.path, head.raw_query) == ("GET", "/imp", "aid=1&oid=2")
     assert (head.keep_alive, head.http10) == (True, False)
-    assert head.headers.get("User-Agent") == "UA"  # case-insensitive, as aiohttp's
+    assert head.headers["user-agent"] == "UA"  # by lowercase name, as the pixel path asks
     closing = parse_head(b"GET /imptr HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Close")
     assert closing is not None
     assert not closing.keep_alive

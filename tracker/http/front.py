@@ -28,7 +28,6 @@ from typing import Any, Final, NamedTuple, cast
 import msgspec
 import structlog
 from aiohttp import web
-from multidict import CIMultiDict
 
 from tracker.http.access_log import AccessLog
 from tracker.http.ingest import APPEND_ERRORS, PIXELS, PendingHit, PixelRequest, Pixels, Recorded
@@ -70,7 +69,7 @@ class Head(NamedTuple):
     raw_query: str
     http10: bool
     keep_alive: bool
-    headers: CIMultiDict[str]
+    headers: dict[str, str]  # by lowercase name; the first of repeated headers
 
 
 def parse_head(raw: bytes) -> Head | None:
@@ -102,17 +101,18 @@ def parse_head(raw: bytes) -> Head | None:
     fields = _fields(lines[1:])
     if fields is None:
         return None
-    pairs, tokens, hosts = fields
+    headers, tokens, hosts = fields
     http10 = version == "HTTP/1.0"
     if not http10 and hosts != 1:
         return None
     keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
-    return Head(method, path, query, http10, keep_alive, CIMultiDict(pairs))
+    return Head(method, path, query, http10, keep_alive, headers)
 
 
-def _fields(lines: list[str]) -> tuple[list[tuple[str, str]], set[str], int] | None:
-    """(name/value pairs, Connection tokens, number of Host headers), or None to hand off."""
-    pairs = []
+def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
+    """(values by lowercase name, the first of repeated ones; Connection tokens; number of Host
+    headers), or None to hand off. A plain dict: the pixel path looks names up in lowercase."""
+    headers: dict[str, str] = {}
     tokens: set[str] = set()
     hosts = 0
     for line in lines:
@@ -127,8 +127,9 @@ def _fields(lines: list[str]) -> tuple[list[tuple[str, str]], set[str], int] | N
             tokens.update(t.strip().lower() for t in value.split(","))
         elif key == "host":
             hosts += 1
-        pairs.append((name, value))
-    return pairs, tokens, hosts
+        if key not in headers:
+            headers[key] = value
+    return headers, tokens, hosts
 
 
 class _Date:
@@ -346,7 +347,7 @@ class PixelProtocol(asyncio.Protocol):
         """A bug: log it with its traceback, answer like the aiohttp middleware, keep serving."""
         logger.error("request_failed", method=head.method, path=head.path, exc_info=exc)
         answer = PixelAnswer(500, [("Content-Type", "application/json")], _INTERNAL_ERROR)
-        request_id = head.headers.get("X-Request-Id", "")
+        request_id = head.headers.get("x-request-id", "")
         self._send(head, started, answer, request_id, {})
 
     def _respond(self, head: Head, started: float, recorded: Recorded) -> None:
@@ -356,7 +357,7 @@ class PixelProtocol(asyncio.Protocol):
             "reason": recorded.reason,
             "tenant": recorded.tenant,
         }
-        request_id = head.headers.get("X-Request-Id") or recorded.impression_id
+        request_id = head.headers.get("x-request-id") or recorded.impression_id
         self._send(head, started, recorded.answer, request_id, fields)
 
     def _send(

@@ -91,7 +91,7 @@ class PixelRequest(NamedTuple):
 
     path: str  # "/imp" or "/imptr"
     raw_query: str  # still percent-encoded (``redir`` is cut from it before decoding)
-    headers: Mapping[str, str]  # case-insensitive ``get``
+    headers: Mapping[str, str]  # looked up by lowercase name (aiohttp's CIMultiDict does too)
     remote: str  # the peer's address
     scheme: str  # "http" or "https" as the server saw it
 
@@ -260,10 +260,10 @@ class Pixels:
     def _pending(self, request: PixelRequest, hit: Hit) -> PendingHit:
         """Decide the verdict and build the event (and its claim on the affiliate's imp_id)."""
         headers = request.headers
-        user_agent = headers.get("User-Agent", "")
+        user_agent = headers.get("user-agent", "")
         reason = hit.reason or traffic.classify(user_agent, headers) or ""
         ip = client_ip(request, self.settings.trust_forwarded)
-        cookies = privacy.parse_cookies(headers.get("Cookie", ""))
+        cookies = privacy.parse_cookies(headers.get("cookie", ""))
         decided = privacy.decide(ip, hit.gdpr, hit.gdpr_consent, cookies, headers, self._policy)
         https = privacy.is_https(request.scheme, headers)
         visitor_id, cookie = privacy.visitor(decided, cookies, https)
@@ -288,7 +288,7 @@ class Pixels:
             visitor_id=visitor_id,
             ip=decided.store_ip,
             user_agent=user_agent[:MAX_USER_AGENT],
-            referer=headers.get("Referer", "")[:MAX_REFERER],
+            referer=headers.get("referer", "")[:MAX_REFERER],
             consent=decided.consent,
             **hit.fields,
         )
@@ -396,7 +396,7 @@ def _tenant_known(state: ConfigState, tenant: str) -> bool:
 
 def client_ip(request: PixelRequest, trust_forwarded: bool) -> str:
     if trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "")
+        forwarded = request.headers.get("x-forwarded-for", "")
         if forwarded:
             return forwarded.split(",", 1)[0].strip()
     return request.remote
