@@ -18,10 +18,11 @@ from typing import Final
 # of fields at once: the embedded server runs with lazyfree-lazy-expire.
 # A claim is "first of its kind within ttl" (e.g. an affiliate's imp_id per offer for 24 h): the
 # first event takes it and is appended as is; later ones are appended as their alternative payload.
-# Returns one string per event: the new entry id; "=" .. original id for a duplicate key;
-# "!" .. id when the alternative was appended. A re-sent call (client retry after a lost reply)
-# finds its token and returns {"replay", saved}: "<first new id> <count new> <i>=<id> <i>! ..."
-# (the entries of one call are consecutive in the stream).
+# Returns one space-separated string, a word per event: the new entry id; "=" .. original id for
+# a duplicate key; "!" .. id when the alternative was appended (one bulk reply instead of one per
+# event: cheaper for Redis to send and for the client to read). A re-sent call (client retry
+# after a lost reply) finds its token and returns {"replay", saved}: "<first new id> <count new>
+# <i>=<id> <i>! ..." (the entries of one call are consecutive in the stream).
 APPEND: Final = """
 local saved = redis.call('GET', KEYS[2])
 if saved then return {'replay', saved} end
@@ -78,7 +79,7 @@ if #sets > 0 then
   redis.call('EXPIREAT', cur, (period + 2) * ttl)
 end
 redis.call('SET', KEYS[2], first .. ' ' .. nnew .. ' ' .. table.concat(notes, ' '), 'EX', ARGV[2])
-return out
+return table.concat(out, ' ')
 """
 
 # KEYS[1] checkpoint, KEYS[2..] the keys the ops touch.

@@ -372,9 +372,13 @@ class EventStore:
                 alternatives.append(alternative)
         args += alternatives
         reply = await self._append_script(self.client, script_keys, args, self._pipe)
-        raw = [as_str(x) for x in reply]
-        if raw and raw[0] == "replay" and len(raw) == 2:
+        if isinstance(reply, list):  # {"replay", saved}: the call had run (see scripts.APPEND)
+            raw = [as_str(x) for x in reply]
+            if len(raw) != 2 or raw[0] != "replay":
+                raise ValueError(f"unexpected append script reply: {raw[:3]}")
             raw = await self._replayed(stream, raw[1], len(items))
+        else:
+            raw = as_str(reply).split()
         new = _first_char_new  # "=" or "!" start the rare results; a new entry id is a digit
         return [AppendResult(part, r, False) if r[0] in new else _result(part, r) for r in raw]
 
