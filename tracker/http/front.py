@@ -149,18 +149,33 @@ class _Date:
 _date = _Date()
 
 
+_status_lines: dict[int, str] = {}
+
+
+def _status_line(status: int) -> str:
+    line = _status_lines.get(status)
+    if line is None:
+        line = _status_lines[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+    return line
+
+
 def render(answer: PixelAnswer, head: Head) -> bytes:
     """The response's bytes: status line, headers, Content-Length, Date, Server, body."""
-    lines = [f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}"]
-    lines += [f"{name}: {value}" for name, value in answer.headers]
-    lines.append(f"Content-Length: {len(answer.body)}")
-    lines.append(f"Date: {_date()}")
-    lines.append("Server: tracker")
     if not head.keep_alive:
-        lines.append("Connection: close")
+        connection = "Connection: close\r\n"
     elif head.http10:
-        lines.append("Connection: keep-alive")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        connection = "Connection: keep-alive\r\n"
+    else:
+        connection = ""
+    data = "".join(
+        [
+            _status_line(answer.status),
+            *[f"{name}: {value}\r\n" for name, value in answer.headers],
+            f"Content-Length: {len(answer.body)}\r\nDate: {_date()}\r\nServer: tracker\r\n",
+            connection,
+            "\r\n",
+        ]
+    ).encode()
     return data if head.method == "HEAD" else data + answer.body
 
 
