@@ -1019,8 +1019,9 @@ async def batch_phase(ctx: Ctx) -> dict[str, Any]:
         for _ in range(args.rb_repeat):
             await compact_aof(ctx)
             delayed = await delayed_fsyncs(ctx)
+            socket = str(ctx.server.socket_path) if ctx.server.socket_path else None
             rb = await append_redis_benchmark(
-                args.redis_benchmark, ctx.client, ctx.server.port, sent, args, payload
+                args.redis_benchmark, ctx.client, ctx.server.port, sent, args, payload, socket
             )
             rb.extra["aof_delayed_fsync"] = await delayed_fsyncs(ctx) - delayed
             runs.append(rb)
@@ -1295,7 +1296,8 @@ def print_profile(r: PixelRun) -> None:
 def print_report(report: dict[str, Any]) -> None:
     cfg, server = report["config"], report["server"]
     print(
-        f"ingest benchmark: redis {server['version']} ({server['binary']}), AOF everysec; "
+        f"ingest benchmark: redis {server['version']} ({server['binary']}), AOF everysec, "
+        f"reached over {'its unix socket' if cfg['unix_socket'] else 'loopback TCP'}; "
         f"{cfg['webs']} web processes (SO_REUSEPORT) + projector; loop {cfg['loop']}; "
         f"python {cfg['python']}\n"
         f"NOTE: {cfg['cpus']} CPUs shared by wrk, the web processes, redis-server, the projector "
@@ -1400,6 +1402,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=5, help="wrk --timeout, seconds")
     p.add_argument("--webs", type=int, default=2, help="web processes on the shared port")
     p.add_argument("--partitions", type=int, default=4, help="TRACKER_PARTITIONS")
+    p.add_argument(
+        "--tcp",
+        dest="unix_socket",
+        action="store_false",
+        help="every client (web, projector, redis-benchmark) reaches Redis over loopback TCP "
+        "instead of the unix socket of the embedded default (TRACKER_REDIS_PORT=0)",
+    )
     p.add_argument("--no-nginx", dest="use_nginx", action="store_false", help="skip nginx")
     p.add_argument(
         "--no-pixel", dest="pixel", action="store_false", help="skip the pixel and lag phases"
@@ -1506,7 +1515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with workdir(args.keep) as tmp, asyncio.Runner(loop_factory=factory) as runner:
             server = EmbeddedRedis(
                 tmp / "redis",
-                unix_socket=False,
+                unix_socket=args.unix_socket,
                 appendfsync="everysec",
                 binary=find_redis_server(args.redis_server),
             )

@@ -286,11 +286,19 @@ def find_redis_benchmark() -> tuple[str | None, str]:
 
 
 async def append_redis_benchmark(
-    binary: str, client: redis.Redis, port: int, n: int, args: argparse.Namespace, payload: str
+    binary: str,
+    client: redis.Redis,
+    port: int,
+    n: int,
+    args: argparse.Namespace,
+    payload: str,
+    socket: str | None = None,
 ) -> Figure:
-    """redis-benchmark's XADD rate on the same server: what Redis takes when the client is C."""
+    """redis-benchmark's XADD rate on the same server: what Redis takes when the client is C
+    (over the unix ``socket`` when given, as the benchmarked service talks to it)."""
+    target = ["-s", socket] if socket else ["-h", "127.0.0.1", "-p", str(port)]
     cmd = [
-        binary, "-h", "127.0.0.1", "-p", str(port), "-q",
+        binary, *target, "-q",
         "-c", str(args.rb_clients), "-P", str(args.pipeline), "-n", str(n), "-r", str(10**12),
         "XADD", RB_STREAM, "*", "event", payload,
     ]  # fmt: skip
