@@ -78,20 +78,16 @@ class PartitionMismatch(Exception):
     """TRACKER_PARTITIONS differs from the count the log was created with."""
 
 
+_EMPTY_KEY: Final = "an idempotency key must not be empty (None: no key)"
+
+
 def _result(part: str, raw: str) -> AppendResult:
-    if raw.startswith("="):
+    mark = raw[0]  # a digit for a new entry id (the usual case), else "=" or "!"
+    if mark == "=":
         return AppendResult(part, raw[1:], duplicate=True)
-    if raw.startswith("!"):
+    if mark == "!":
         return AppendResult(part, raw[1:], duplicate=False, alternate=True)
     return AppendResult(part, raw, duplicate=False)
-
-
-_first_char_new: Final = frozenset("0123456789")
-
-
-def _check_key(key: str | None) -> None:
-    if key is not None and not key:
-        raise ValueError("an idempotency key must not be empty (None: no key)")
 
 
 def as_str(value: Any) -> str:
@@ -211,7 +207,8 @@ class EventStore:
         lives in the event's partition: route the event by the claim's name.
         Raises AppendUncertain when the outcome is unknown (connection lost after retries).
         """
-        _check_key(idempotency_key)
+        if idempotency_key == "":
+            raise ValueError(_EMPTY_KEY)
         part = self.partition_of(event)
         raw_claim = self._raw_claim(part, claim)
         return self._enqueue(part, events.encode(event), idempotency_key, raw_claim)
@@ -247,7 +244,7 @@ class EventStore:
                 else:
                     event, key, claim = item, None, None
                 if key == "":
-                    _check_key(key)
+                    raise ValueError(_EMPTY_KEY)
                 part = keys.partition_of(event, n_parts)
                 rows = by_part.get(part)
                 if rows is None:
@@ -379,8 +376,7 @@ class EventStore:
             raw = await self._replayed(stream, raw[1], len(items))
         else:
             raw = as_str(reply).split()
-        new = _first_char_new  # "=" or "!" start the rare results; a new entry id is a digit
-        return [AppendResult(part, r, False) if r[0] in new else _result(part, r) for r in raw]
+        return [_result(part, r) for r in raw]
 
     async def group_ran(self, group_token: str) -> bool:
         """Whether the append call with this token ran (within GROUP_TOKEN_TTL_S of it)."""

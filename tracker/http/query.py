@@ -26,6 +26,7 @@ MAX_REDIRECT_CHARS: Final = 4096
 SUBS: Final = tuple(f"sub{i}" for i in range(1, 9))
 _AFFISE: Final = ("aid", "oid")
 _FRESHPAINT: Final = ("env_id", "dest_id")
+_FRESHPAINT_SET: Final = frozenset(_FRESHPAINT)
 _PRIVACY: Final = ("gdpr", "gdpr_consent")
 _IMP_PARAMS: Final = frozenset((*_AFFISE, *_FRESHPAINT, "imp_id", *SUBS, *_PRIVACY))
 _IMPTR_PARAMS: Final = frozenset(("id", "code", "t", "cachebuster", "ancost", "sig", *_PRIVACY))
@@ -142,7 +143,7 @@ def _require(values: dict[str, str], problems: list[Malformed], *names: str) -> 
 def parse_imp(raw: str) -> ImpQuery:
     """Parse ``/imp``: Freshpaint when ``env_id`` or ``dest_id`` is given, else Affise."""
     values, problems = _split(raw, _IMP_PARAMS)
-    freshpaint = "env_id" in values or "dest_id" in values
+    freshpaint = not _FRESHPAINT_SET.isdisjoint(values)
     if not freshpaint and problems:
         freshpaint = any(_bad(problems, n) for n in _FRESHPAINT)
     if freshpaint:
