@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import msgspec
 import pytest
 
@@ -65,3 +67,9 @@ def test_defaults_are_not_written_but_read_back() -> None:
     assert "verdict" not in raw  # "counted" is the default verdict
     assert raw["offer_id"] == "7"
     assert events.decode(events.encode(event)) == event
+
+
+def test_events_are_not_tracked_by_the_cyclic_collector() -> None:
+    # gc=False (see the module docstring): a batch's thousands of events are never scanned.
+    assert not gc.is_tracked(impression(subs={"sub1": "a"}))
+    assert not gc.is_tracked(configured(snapshot={"id": "1", "tags": ["a"]}))

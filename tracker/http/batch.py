@@ -39,7 +39,7 @@ _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 _Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_CHARS)]
 
 
-class ImpressionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ImpressionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """One item as sent; the fast path decodes straight into it."""
 
     member_id: _Id
@@ -53,7 +53,7 @@ class RecordRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     impressions: Annotated[list[ImpressionRequest], msgspec.Meta(max_length=MAX_IMPRESSIONS)]
 
 
-class ValidImpression(msgspec.Struct, frozen=True):
+class ValidImpression(msgspec.Struct, frozen=True, gc=False):
     member_id: str
     creative_id: str
     ad_unit_id: str
