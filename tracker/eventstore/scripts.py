@@ -14,8 +14,11 @@ from typing import Final
 # previous one, and a bucket expires two periods after its start. A key is so remembered for at
 # least T and at most 2T seconds, for about a third less Redis CPU than a string key with its own
 # expiry per event (docs/architecture.md). Keys are looked up with HMGET and written with one
-# HSET per call; a repeat within the call is found in `known`. Expiring a bucket frees millions
-# of fields at once: the embedded server runs with lazyfree-lazy-expire.
+# HSET per call; a repeat within the call is found in `known`; the previous bucket is read only
+# when it exists (one EXISTS, not an HMGET of nils, for the first T seconds of a log and after a
+# quiet period). Expiring a bucket frees millions of fields at once: the embedded server runs
+# with lazyfree-lazy-expire. Per event the loop is kept lean (redis.call and the stream name in
+# locals, no string concatenation for a plain new id): it runs once per appended event.
 # A claim is "first of its kind within ttl" (e.g. an affiliate's imp_id per offer for 24 h): the
 # first event takes it and is appended as is; later ones are appended as their alternative payload.
 # Returns one space-separated string, a word per event: the new entry id; "=" .. original id for
@@ -24,25 +27,33 @@ from typing import Final
 # after a lost reply) finds its token and returns {"replay", saved}: "<first new id> <count new>
 # <i>=<id> <i>! ..." (the entries of one call are consecutive in the stream).
 APPEND: Final = """
-local saved = redis.call('GET', KEYS[2])
+local call = redis.call
+local saved = call('GET', KEYS[2])
 if saved then return {'replay', saved} end
+local stream = KEYS[1]
 local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[3])
-local period = math.floor(tonumber(redis.call('TIME')[1]) / ttl)
+local period = math.floor(tonumber(call('TIME')[1]) / ttl)
 local cur = KEYS[3] .. ':' .. ttl .. ':' .. period
 local prev = KEYS[3] .. ':' .. ttl .. ':' .. (period - 1)
 -- every read first: an error (e.g. WRONGTYPE) aborts before anything is written
-redis.call('XLEN', KEYS[1])
+call('XLEN', stream)
 local keyed = {}
 for i = 1, n do
   local key = ARGV[3 * i + 1]
   if key ~= '' then keyed[#keyed + 1] = key end
 end
 local known = {}  -- idempotency key -> entry id: the buckets' (two HMGETs per 1000 keys), then ours
-for s = 1, #keyed, 1000 do
-  local chunk = {unpack(keyed, s, math.min(s + 999, #keyed))}
-  local a = redis.call('HMGET', cur, unpack(chunk))
-  local b = redis.call('HMGET', prev, unpack(chunk))
-  for j = 1, #chunk do known[chunk[j]] = a[j] or b[j] or nil end
+if #keyed > 0 then
+  local old = call('EXISTS', prev) == 1
+  for s = 1, #keyed, 1000 do
+    local e = math.min(s + 999, #keyed)
+    local a = call('HMGET', cur, unpack(keyed, s, e))
+    local b = old and call('HMGET', prev, unpack(keyed, s, e)) or {}
+    for j = 1, e - s + 1 do
+      local found = a[j] or b[j]
+      if found then known[keyed[s + j - 1]] = found end
+    end
+  end
 end
 local out, notes, sets = {}, {}, {}
 local first, nnew, alt = '-', 0, 3 * n + 3
@@ -55,15 +66,15 @@ for i = 1, n do
     out[i] = '=' .. dup
     notes[#notes + 1] = i .. '=' .. dup
   else
-    local payload, mark = ARGV[base + 2], ''
+    local payload, taken = ARGV[base + 2], false
     if claim ~= '' then
       local ci, cttl = string.match(claim, '^(%d+) (%d+)$')
-      if not redis.call('SET', KEYS[tonumber(ci)], '1', 'NX', 'EX', cttl) then
-        payload, mark = ARGV[alt], '!'
+      if not call('SET', KEYS[tonumber(ci)], '1', 'NX', 'EX', cttl) then
+        payload, taken = ARGV[alt], true
         notes[#notes + 1] = i .. '!'
       end
     end
-    local id = redis.call('XADD', KEYS[1], '*', 'event', payload)
+    local id = call('XADD', stream, '*', 'event', payload)
     if key ~= '' then
       known[key] = id
       sets[#sets + 1] = key
@@ -71,14 +82,14 @@ for i = 1, n do
     end
     if nnew == 0 then first = id end
     nnew = nnew + 1
-    out[i] = mark .. id
+    out[i] = taken and '!' .. id or id
   end
 end
 if #sets > 0 then
-  for s = 1, #sets, 1000 do redis.call('HSET', cur, unpack(sets, s, math.min(s + 999, #sets))) end
-  redis.call('EXPIREAT', cur, (period + 2) * ttl)
+  for s = 1, #sets, 1000 do call('HSET', cur, unpack(sets, s, math.min(s + 999, #sets))) end
+  call('EXPIREAT', cur, (period + 2) * ttl)
 end
-redis.call('SET', KEYS[2], first .. ' ' .. nnew .. ' ' .. table.concat(notes, ' '), 'EX', ARGV[2])
+call('SET', KEYS[2], first .. ' ' .. nnew .. ' ' .. table.concat(notes, ' '), 'EX', ARGV[2])
 return table.concat(out, ' ')
 """
 
