@@ -46,6 +46,14 @@ _METHODS: Final = frozenset(("GET", "HEAD"))
 _VERSIONS: Final = frozenset(("HTTP/1.1", "HTTP/1.0"))
 # A request with one of these is not a plain pixel GET: aiohttp handles it.
 _HAND_OFF_HEADERS: Final = frozenset(("transfer-encoding", "upgrade", "expect", "http2-settings"))
+# The header names _fields looks at, by what it does with them
+_HAND_OFF, _LENGTH, _CONNECTION, _HOST = range(4)
+_SPECIAL: Final = {
+    **dict.fromkeys(_HAND_OFF_HEADERS, _HAND_OFF),
+    "content-length": _LENGTH,
+    "connection": _CONNECTION,
+    "host": _HOST,
+}
 _REASONS: Final = {
     200: "OK",
     302: "Found",
@@ -87,7 +95,9 @@ def parse_head(raw: bytes) -> Head | None:
     lines = text.split("\r\n")
     # With the CRLFs gone, any CR, LF or other control character left (a tab too) is not
     # printable: one C pass instead of a regex. Then the longest line.
-    if not "".join(lines).isprintable() or max(map(len, lines)) > MAX_LINE:
+    if not "".join(lines).isprintable() or (
+        len(raw) > MAX_LINE and max(map(len, lines)) > MAX_LINE
+    ):
         return None
     parts = lines[0].split(" ")
     if len(parts) != 3:
@@ -121,12 +131,14 @@ def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
             return None  # no colon, obs-fold, whitespace before the colon, not a token
         value = value.strip(" \t")
         key = name.lower()
-        if key in _HAND_OFF_HEADERS or (key == "content-length" and value != "0"):
-            return None
-        if key == "connection":
-            tokens.update(t.strip().lower() for t in value.split(","))
-        elif key == "host":
-            hosts += 1
+        special = _SPECIAL.get(key)
+        if special is not None:  # one lookup for the few names that need a look
+            if special == _HAND_OFF or (special == _LENGTH and value != "0"):
+                return None
+            if special == _CONNECTION:
+                tokens.update(t.strip().lower() for t in value.split(","))
+            elif special == _HOST:
+                hosts += 1
         if key not in headers:
             headers[key] = value
     return headers, tokens, hosts
@@ -366,6 +378,9 @@ class PixelProtocol(asyncio.Protocol):
         self._send(head, started, answer, request_id, {})
 
     def _respond(self, head: Head, started: float, recorded: Recorded) -> None:
+        if not self.front.access_log.enabled:  # no line to write: skip building its fields
+            self._send(head, started, recorded.answer, "", {})
+            return
         fields = {
             "impression_id": recorded.impression_id,
             "verdict": recorded.verdict,

@@ -47,23 +47,25 @@ class PixelAnswer(NamedTuple):
     body: bytes
 
 
+_NO_CACHE: Final = tuple(NO_CACHE_HEADERS.items())
+_GIF_HEADERS: Final = (("Content-Type", GIF_CONTENT_TYPE), *_NO_CACHE)
+_JS_HEADERS: Final = (("Content-Type", JS_CONTENT_TYPE), *_NO_CACHE)
+
+
 def _headers(extra: Mapping[str, str] | None) -> list[tuple[str, str]]:
-    headers = list(NO_CACHE_HEADERS.items())
-    if extra:
-        headers += extra.items()
-    return headers
+    return [*_NO_CACHE, *extra.items()] if extra else list(_NO_CACHE)
 
 
 def gif_answer(headers: Mapping[str, str] | None = None) -> PixelAnswer:
     """200 with the transparent GIF and the no-cache headers (plus ``headers``)."""
-    return PixelAnswer(
-        200, [("Content-Type", GIF_CONTENT_TYPE), *_headers(headers)], TRANSPARENT_GIF
-    )
+    extra = headers.items() if headers else ()
+    return PixelAnswer(200, [*_GIF_HEADERS, *extra], TRANSPARENT_GIF)
 
 
 def js_answer(headers: Mapping[str, str] | None = None) -> PixelAnswer:
     """200 with a do-nothing script and the no-cache headers (plus ``headers``)."""
-    return PixelAnswer(200, [("Content-Type", JS_CONTENT_TYPE), *_headers(headers)], JS_BODY)
+    extra = headers.items() if headers else ()
+    return PixelAnswer(200, [*_JS_HEADERS, *extra], JS_BODY)
 
 
 def is_safe_location(url: str) -> bool:
