@@ -15,7 +15,7 @@ from tracker.eventstore import keys
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis, free_port
 from tracker.eventstore.pipe import Pipe, close_pipe, pack
-from tracker.eventstore.store import EventStore
+from tracker.eventstore.store import EventStore, _packed_events
 
 
 def test_pack_is_resp_bulk_strings() -> None:
@@ -24,6 +24,21 @@ def test_pack_is_resp_bulk_strings() -> None:
     )
     with pytest.raises(TypeError):
         pack(("SET", None))
+
+
+def test_a_packed_tail_continues_the_command() -> None:
+    tail = pack(("k", b"v"))[len(b"*2\r\n") :]
+    assert pack(("SET",), tail, 2) == pack(("SET", "k", b"v"))
+
+
+def test_the_append_path_packs_its_events_as_the_general_packer_does() -> None:
+    items = [(b'{"a":1}', None, None), (b"\x00\xff", "batch:t:k\u00e9", None)]
+    packed = _packed_events(items)
+    assert packed is not None
+    assert pack(("EVALSHA",), packed, 6) == pack(
+        ("EVALSHA", "", "", b'{"a":1}', "batch:t:k\u00e9", "", b"\x00\xff")
+    )
+    assert _packed_events([*items, (b"{}", None, ("imp:o:x", 60, b"{}"))]) is None  # a claim
 
 
 async def test_concurrent_calls_get_their_own_replies_in_order(client: redis.Redis) -> None:
