@@ -70,6 +70,34 @@ def test_timestamps_with_offsets_become_utc() -> None:
     assert valid.occurred_at.tzinfo == UTC
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-01-15T13:00:00+02:00",  # RFC 3339: parsed while decoding
+        "2026-01-15t11:00:00z",  # RFC 3339 allows lower case
+        "2026-01-15T13:00:00+0200",  # other ISO 8601 forms: the second pass
+        "20260115T110000Z",
+        "2026-01-15 11:00:00.000000+00:00",
+    ],
+)
+def test_rfc_3339_and_other_iso_8601_forms_give_the_same_instant(stamp: str) -> None:
+    [valid] = validate(body(item(timestamp=stamp)), NOW)  # type: ignore[misc]
+    assert valid.occurred_at == datetime(2026, 1, 15, 11, 0, tzinfo=UTC)
+    assert valid.occurred_at.tzinfo is UTC
+
+
+def test_a_body_mixing_both_forms_is_valid_as_a_whole() -> None:
+    result = validate(
+        body(item(timestamp="20260115T110000Z", idempotency_key="k1"), item(idempotency_key="k2")),
+        NOW,
+    )
+    assert isinstance(result, list)
+    assert [(v.occurred_at, v.idempotency_key) for v in result] == [
+        (datetime(2026, 1, 15, 11, 0, tzinfo=UTC), "k1"),
+        (None, "k2"),
+    ]
+
+
 def test_null_timestamp_and_key_mean_omitted() -> None:
     [valid] = validate(body(item(timestamp=None, idempotency_key=None)), NOW)  # type: ignore[misc]
     assert (valid.occurred_at, valid.idempotency_key) == (None, None)

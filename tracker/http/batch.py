@@ -9,6 +9,11 @@ Decisions: a timestamp must carry a UTC offset (``Z`` or ``+02:00``); a naive on
 never guessed to be UTC, since a wrong guess silently shifts attribution windows by hours. Over
 5,000 items is 422 ``too_many_impressions`` (the request is well-formed; 413 is for the byte
 limit). An empty ``impressions`` list is valid and records nothing.
+
+Timestamps in RFC 3339 (what clients send; lower-case ``t``/``z`` too, and more than six
+fractional digits are rounded to the microsecond) are parsed by msgspec while decoding; a body
+it refuses is decoded again with timestamps as strings, so other ISO 8601 forms (``+0200``,
+``20240115T103000Z``) are valid as well, and only then is every problem named.
 """
 
 from __future__ import annotations
@@ -39,8 +44,27 @@ _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 _Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_CHARS)]
 
 
+class ValidImpression(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """One valid item. The fast path decodes straight into it: RFC 3339 timestamps (what
+    clients send) are parsed by msgspec, in C."""
+
+    member_id: _Id
+    creative_id: _Id
+    ad_unit_id: _Id
+    # aware UTC once validated; None: the server's time of acceptance
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = msgspec.field(
+        default=None, name="timestamp"
+    )
+    idempotency_key: _Key | None = None
+
+
+class _ValidRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    impressions: Annotated[list[ValidImpression], msgspec.Meta(max_length=MAX_IMPRESSIONS)]
+
+
 class ImpressionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
-    """One item as sent; the fast path decodes straight into it."""
+    """One item with its timestamp as sent: for bodies the fast path refused (other ISO 8601
+    forms, e.g. ``+0200`` offsets, are valid too)."""
 
     member_id: _Id
     creative_id: _Id
@@ -51,14 +75,6 @@ class ImpressionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
 class RecordRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     impressions: Annotated[list[ImpressionRequest], msgspec.Meta(max_length=MAX_IMPRESSIONS)]
-
-
-class ValidImpression(msgspec.Struct, frozen=True, gc=False):
-    member_id: str
-    creative_id: str
-    ad_unit_id: str
-    occurred_at: datetime | None  # aware UTC; None: the server's time of acceptance
-    idempotency_key: str | None
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -73,7 +89,8 @@ class Rejected(msgspec.Struct, frozen=True):
     errors: list[FieldError] = []  # every problem, for validation_failed
 
 
-_fast_decoder: Final = msgspec.json.Decoder(RecordRequest)
+_fast_decoder: Final = msgspec.json.Decoder(_ValidRequest)
+_iso_decoder: Final = msgspec.json.Decoder(RecordRequest)
 
 
 def _reject(
@@ -189,7 +206,29 @@ def validate(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
     if len(body) > MAX_BODY_BYTES:
         return _too_large()
     try:
-        request = _fast_decoder.decode(body)
+        items = _fast_decoder.decode(body).impressions
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return _iso(body, now)
+    for i, item in enumerate(items):
+        stamp = item.occurred_at
+        if stamp is None:
+            continue
+        if stamp.tzinfo is not UTC:
+            try:
+                stamp = stamp.astimezone(UTC)
+            except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+                return _lenient(body, now)
+            items[i] = msgspec.structs.replace(item, occurred_at=stamp)
+        if stamp - now > MAX_FUTURE:
+            return _lenient(body, now)
+    return items
+
+
+def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
+    """``validate`` for a body the fast path refused: valid with other ISO 8601 forms, or
+    every problem named."""
+    try:
+        request = _iso_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return _lenient(body, now)
     valid: list[ValidImpression] = []
