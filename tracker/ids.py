@@ -27,7 +27,7 @@ def _copyable_sha256() -> Callable[[bytes], hashlib._Hash]:
     about 0.7 us instead of 1.0 (both keyed states are copied per tag); the digest is the same."""
     for module in ("_sha256", "_sha2"):
         try:
-            return getattr(importlib.import_module(module), "sha256")  # type: ignore[no-any-return]
+            return importlib.import_module(module).sha256  # type: ignore[no-any-return]
         except (ImportError, AttributeError):
             continue
     return hashlib.sha256
@@ -54,6 +54,7 @@ class ImpressionIds:
         sha256 = _copyable_sha256()
         self._inner = sha256(bytes(b ^ 0x36 for b in block))
         self._outer = sha256(bytes(b ^ 0x5C for b in block))
+        self._last_digit: dict[tuple[int, int], dict[str, str]] = {}  # see _routed
 
     def _tag(self, body: str) -> str:
         inner = self._inner.copy()
@@ -69,19 +70,29 @@ class ImpressionIds:
         idempotency key lives) while a conversion naming the id still finds the impression's.
         """
         body = uuid_utils.uuid7().hex
-        if route is not None and not 0 <= route < partitions:
-            raise ValueError(f"route {route} is not a partition number below {partitions}")
-        if route is not None and 16 % partitions == 0:
-            # n divides 16, so the last hex digit alone decides low % n: only it changes
-            digit = int(body[-1], 16)
-            body = body[:-1] + _HEX[digit - digit % partitions + route]
-        elif route is not None:
-            low = int(body[_ROUTE_SLICE], 16)
-            low = low - low % partitions + route
-            if low >= 1 << 48:
-                low -= partitions
-            body = body[: _ROUTE_SLICE.start] + f"{low:012x}"
+        if route is not None:
+            last = self._last_digit.get((partitions, route))
+            body = (
+                body[:-1] + last[body[-1]]
+                if last is not None
+                else self._routed(body, route, partitions)
+            )
         return body + self._tag(body)
+
+    def _routed(self, body: str, route: int, partitions: int) -> str:
+        if not 0 <= route < partitions:
+            raise ValueError(f"route {route} is not a partition number below {partitions}")
+        if 16 % partitions == 0:
+            # n divides 16, so the last hex digit alone decides low % n: only it changes, by a
+            # table made once per (n, route)
+            last = {c: _HEX[d - d % partitions + route] for d, c in enumerate(_HEX)}
+            self._last_digit[partitions, route] = last
+            return body[:-1] + last[body[-1]]
+        low = int(body[_ROUTE_SLICE], 16)
+        low = low - low % partitions + route
+        if low >= 1 << 48:
+            low -= partitions
+        return body[: _ROUTE_SLICE.start] + f"{low:012x}"
 
     def sign_redirect(self, target: str) -> str:
         """A signature letting ``/imptr`` redirect to ``target`` (``sig=`` before ``redir=``)."""
