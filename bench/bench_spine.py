@@ -293,14 +293,17 @@ async def append_redis_benchmark(
     args: argparse.Namespace,
     payload: str,
     socket: str | None = None,
+    stream: str = RB_STREAM,
+    keep: bool = False,
 ) -> Figure:
     """redis-benchmark's XADD rate on the same server: what Redis takes when the client is C
-    (over the unix ``socket`` when given, as the benchmarked service talks to it)."""
+    (over the unix ``socket`` when given, as the benchmarked service talks to it). The stream
+    is deleted afterwards unless ``keep``: a later run then reuses memory Redis already has."""
     target = ["-s", socket] if socket else ["-h", "127.0.0.1", "-p", str(port)]
     cmd = [
         binary, *target, "-q",
         "-c", str(args.rb_clients), "-P", str(args.pipeline), "-n", str(n), "-r", str(10**12),
-        "XADD", RB_STREAM, "*", "event", payload,
+        "XADD", stream, "*", "event", payload,
     ]  # fmt: skip
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
 
@@ -327,8 +330,9 @@ async def append_redis_benchmark(
     figure.seconds = n / float(rates[-1])
     figure.extra["payload_bytes"] = len(payload)
     # With -P it sends whole pipelines, so it may add up to clients * pipeline past -n.
-    figure.extra["stream_entries"] = int(await client.xlen(RB_STREAM))
-    await client.delete(RB_STREAM)
+    figure.extra["stream_entries"] = int(await client.xlen(stream))
+    if not keep:
+        await client.delete(stream)
     if figure.extra["stream_entries"] < n:
         raise BenchFailed(f"redis-benchmark: {figure.extra['stream_entries']} entries, asked {n}")
     return figure
