@@ -42,8 +42,8 @@ async def test_acknowledged_appends_survive_kill9(
 
     any_server.start()  # same data dir and port: loads the AOF
     client = connect(any_server.url)
+    store = EventStore(client, partitions=4)
     try:
-        store = EventStore(client, partitions=4)
         found: dict[str, set[tuple[str, str]]] = {}
         for part in store.partitions:
             after = "0-0"
@@ -60,4 +60,5 @@ async def test_acknowledged_appends_survive_kill9(
         )
         assert all(len(v) == 1 for v in found.values())  # and none twice
     finally:
+        store.close()
         await client.aclose()

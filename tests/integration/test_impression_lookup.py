@@ -205,13 +205,14 @@ async def test_replay_into_a_fresh_db_is_identical(
     assert len(live) > 300
 
     fresh = connect(redis_url.rsplit("/", 1)[0] + "/1")
+    replay = EventStore(fresh, partitions=4)
     try:
         for part in store.partitions:
             await client.copy(keys.stream(part), keys.stream(part), destination_db="1")
-        replay = EventStore(fresh, partitions=4)
         await catch_up(replay, ImpressionLookup(cap=20), batch_size=123)
         rebuilt = await snapshot(fresh)
     finally:
+        replay.close()  # its append pipe, which the commits opened
         await fresh.aclose()
     assert rebuilt.keys() == live.keys()
     for key, (value, deadline) in live.items():
