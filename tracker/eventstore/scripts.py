@@ -94,26 +94,21 @@ return table.concat(out, ' ')
 """
 
 # KEYS[1] checkpoint, KEYS[2..] the keys the ops touch.
-# ARGV[1] expected checkpoint ('' = none yet), ARGV[2] new checkpoint, ARGV[3] the ops as one
-# MessagePack array of [command, key index, argument...] (one argument for the client to pack,
-# however many ops); an argument that is a number n stands for ARGV[n] (binary values travel
-# there: Redis 6.2's cmsgpack cannot decode MessagePack bin). Applies every op and moves the
-# checkpoint in one step, only if the checkpoint is still the expected one (so a re-sent call is
-# a no-op).
+# ARGV[1] expected checkpoint ('' = none yet), ARGV[2] new checkpoint, ARGV[3] number of ops, then
+# per op: command, key index, number of arguments, the arguments (plain strings: no decoding in
+# Lua, and no table per op: the arguments are unpacked straight from ARGV; an op costs Redis about
+# its command). Applies every op and moves the checkpoint in one step, only if the checkpoint is
+# still the expected one (so a re-sent call is a no-op).
 # Returns {1, new}, or {0, the checkpoint found instead}.
 COMMIT: Final = """
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] then return {0, cur} end
-local ops = cmsgpack.unpack(ARGV[3])
-for i = 1, #ops do
-  local op = ops[i]
-  local args = {}
-  for j = 3, #op do
-    local a = op[j]
-    if type(a) == 'number' then a = ARGV[a] end
-    args[j - 2] = a
-  end
-  redis.call(op[1], KEYS[op[2]], unpack(args))
+local call = redis.call
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[i + 2])
+  call(ARGV[i], KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 3, i + 2 + n))
+  i = i + 3 + n
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return {1, ARGV[2]}

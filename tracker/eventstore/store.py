@@ -7,7 +7,6 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
-import msgspec
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,7 +20,6 @@ from tracker.eventstore.pipe import Pipe
 from tracker.gcpause import gc_paused
 
 logger = structlog.get_logger()
-_ops_encoder: Final = msgspec.msgpack.Encoder()
 
 GROUP_TOKEN_TTL_S: Final = 300  # outlives any client retry of one script call
 RETRYABLE: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
@@ -524,23 +522,15 @@ class EventStore:
         """
         script_keys = [keys.checkpoint(part, projection)]
         index: dict[str, int] = {}
-        packed: list[list[Any]] = []
-        args: list[Any] = [expected, new, b""]
+        args: list[Any] = [expected, new, len(ops)]
         for op in ops:
             slot = index.get(op.key)
             if slot is None:
                 script_keys.append(op.key)
                 slot = index[op.key] = len(script_keys)
-            row: list[Any] = [op.cmd, slot]
-            for a in op.args:
-                if isinstance(a, bytes):  # travels as its own ARGV (see scripts.COMMIT)
-                    args.append(a)
-                    row.append(len(args))
-                else:  # numbers as strings: Lua's doubles would round integers past 2**53
-                    row.append(a if isinstance(a, str) else repr(a))
-            packed.append(row)
-        args[2] = _ops_encoder.encode(packed)
-        reply = await self._commit_script(self.client, script_keys, args)
+            # numbers travel as decimal strings, exactly (no Lua double in between)
+            args += (op.cmd, slot, len(op.args), *op.args)
+        reply = await self._commit_script(self.client, script_keys, args, self._pipe)
         return bool(int(reply[0])), as_str(reply[1])
 
     async def groups_info(self, part: str) -> list[dict[str, Any]]:
