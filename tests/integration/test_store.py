@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 
 from tests.factories import configured, conversion, impression
-from tracker.events import ImpressionSeen
+from tracker.events import ImpressionSeen, UnknownEvent, encode
 from tracker.eventstore import keys
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import free_port
@@ -239,3 +239,21 @@ async def test_an_empty_idempotency_key_is_refused(store: EventStore) -> None:
         await store.append(impression(), "")
     with pytest.raises(ValueError, match="empty"):
         await store.append_many([(impression(), "")])
+
+
+@pytest.mark.parametrize("path", ["pipe", "redis-py"])
+async def test_read_takes_the_event_field_wherever_it_is_and_names_an_entry_without_one(
+    store: EventStore, client: redis.Redis, path: str
+) -> None:
+    if path == "redis-py":
+        store._pipe = None  # as for rediss:// URLs
+    event = impression(offer_id="9")
+    part = store.partition_of(event)
+    payload = encode(event)
+    # Entries written by hand (an operator's XADD, a future layout): extra fields before 'event'.
+    first = await client.xadd(keys.stream(part), {"note": "x", "event": payload})
+    stored = await store.read(part)
+    assert [(s.entry_id, s.event) for s in stored] == [(as_str(first), event)]
+    foreign = as_str(await client.xadd(keys.stream(part), {"other": "1"}))
+    with pytest.raises(UnknownEvent, match=foreign):
+        await store.read(part)

@@ -475,9 +475,32 @@ class EventStore:
             out.append(StoredEvent(part, entry_id, events.decode(payload, entry_id)))
         return out
 
+    @staticmethod
+    def _decode_raw_entries(part: str, entries: Any) -> list[StoredEvent]:
+        """As ``_decode_entries``, for the pipe's raw reply: ``[[id, [field, value, ...]], ...]``
+        (no dict per entry: the appended entries hold the one field ``event``)."""
+        out = []
+        decode = events.decode
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            if fields and fields[0] == b"event":
+                payload = fields[1]
+            else:  # another layout: look the field up, or report the entry
+                found = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
+                payload = found.get(b"event")
+                if payload is None:
+                    raise events.UnknownEvent(entry_id, f"entry in {part} has no 'event' field")
+            out.append(StoredEvent(part, entry_id, decode(payload, entry_id)))
+        return out
+
     async def read(self, part: str, after: str = "0-0", count: int = 500) -> list[StoredEvent]:
-        """Up to ``count`` events of a partition strictly after position ``after`` (for replay)."""
+        """Up to ``count`` events of a partition strictly after position ``after`` (for replay,
+        and for a projection catching up). Over the append pipe when there is one: its raw reply
+        skips redis-py's per-entry parsing (a dict and tuples per entry)."""
         lo = "-" if after in ("", "0", "0-0") else "(" + after
+        if self._pipe is not None:
+            raw = await self._pipe.call("XRANGE", keys.stream(part), lo, "+", "COUNT", count)
+            return self._decode_raw_entries(part, raw)
         entries = await self.client.xrange(keys.stream(part), min=lo, max="+", count=count)
         return self._decode_entries(part, entries)
 
