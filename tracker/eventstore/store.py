@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
+import msgspec
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -64,8 +65,10 @@ class AppendUncertain(Exception):
         self.group_token = group_token
 
 
-class Op(NamedTuple):
-    """One Redis command a projection wants applied with its checkpoint: ``cmd key *args``."""
+class Op(msgspec.Struct, frozen=True, gc=False):
+    """One Redis command a projection wants applied with its checkpoint: ``cmd key *args``.
+    A Struct rather than a NamedTuple: a fold builds several per event, and a Struct is made in C
+    (~0.08 µs against ~0.45); untracked by the cyclic GC (a value: it cannot form a cycle)."""
 
     cmd: str
     key: str

@@ -84,11 +84,15 @@ _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(ImpressionRecord)
 
 
+_EMPTY: Final[tuple[str, dict[str, str]]] = ("", {})
+
+
 def encode_record(record: ImpressionRecord) -> bytes:
-    fields = list(msgspec.structs.astuple(record))
-    while fields and fields[-1] in ("", {}):
-        fields.pop()
-    return _encoder.encode(fields)
+    fields = msgspec.structs.astuple(record)
+    end = len(fields)
+    while end and fields[end - 1] in _EMPTY:
+        end -= 1
+    return _encoder.encode(fields[:end])
 
 
 def decode_record(data: bytes, impression_id: str) -> ImpressionRecord:
