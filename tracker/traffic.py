@@ -18,6 +18,9 @@ from typing import Final
 
 BOT: Final = "invalid_traffic_bot"
 PREFETCH: Final = "invalid_traffic_prefetch"
+# A HEAD request asks for the headers only: no image was shown (link checkers, mail scanners,
+# unfurlers). Recorded, like every hit, and not counted.
+HEAD_REQUEST: Final = "invalid_traffic_head_request"
 
 # Headers browsers send on speculative loads that no person looked at yet. ``Sec-Purpose`` values
 # include "prefetch", "prefetch;prerender", "prefetch;anonymous-client-ip"; Firefox sends

@@ -164,6 +164,36 @@ async def test_bot_traffic_is_not_counted(api: Client, store: EventStore) -> Non
     assert reasons == ["invalid_traffic_bot", "invalid_traffic_bot", "invalid_traffic_prefetch"]
 
 
+async def test_a_head_request_is_recorded_and_not_counted(api: Client, store: EventStore) -> None:
+    s = await offer_setup(api, store)
+    r = await api.head(f"/imp?aid={s['aff']}&oid={s['offer']}", headers=BROWSER)
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "image/gif"
+    event = await only(store)
+    assert (event.verdict, event.reason) == ("not_counted", "invalid_traffic_head_request")
+    assert event.impression_id == r.headers["X-Impression-Id"]
+
+
+async def test_header_bytes_that_are_not_utf8_still_get_the_image_and_are_recorded(
+    api: Client, store: EventStore
+) -> None:
+    s = await offer_setup(api, store)
+    reader, writer = await asyncio.open_connection(api.server.host, api.server.port)
+    writer.write(
+        f"GET /imp?aid={s['aff']}&oid={s['offer']} HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"User-Agent: Mozilla\xff/5.0 (X11; Linux x86_64) Chrome/126.0\r\n"
+        + b"Referer: https://news.example/caf\xe9.html\r\nConnection: close\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(TRANSPARENT_GIF)
+    event = await only(store)
+    assert event.verdict == "counted"
+    assert event.user_agent == "Mozilla\ufffd/5.0 (X11; Linux x86_64) Chrome/126.0"
+    assert event.referer == "https://news.example/caf\ufffd.html"
+
+
 async def test_duplicate_imp_id_within_a_day_is_not_counted(api: Client, store: EventStore) -> None:
     s = await offer_setup(api, store)
     url = f"/imp?aid={s['aff']}&oid={s['offer']}&imp_id=dup-1"

@@ -329,7 +329,9 @@ class PixelProtocol(asyncio.Protocol):
     def _start(self, head: Head) -> None:
         """Record the hit; answer from the append's callback (no task per request)."""
         started = time.perf_counter()
-        request = PixelRequest(head.path, head.raw_query, head.headers, self.remote, "http")
+        request = PixelRequest(
+            head.path, head.raw_query, head.headers, self.remote, "http", head.method
+        )
         pixels = self.front.pixels
         try:
             pending, appended = pixels.submit(request)

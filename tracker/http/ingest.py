@@ -94,6 +94,7 @@ class PixelRequest(NamedTuple):
     headers: Mapping[str, str]  # looked up by lowercase name (aiohttp's CIMultiDict does too)
     remote: str  # the peer's address
     scheme: str  # "http" or "https" as the server saw it
+    method: str = "GET"  # or "HEAD": recorded, not counted (traffic.HEAD_REQUEST)
 
 
 class Recorded(NamedTuple):
@@ -261,7 +262,11 @@ class Pixels:
         """Decide the verdict and build the event (and its claim on the affiliate's imp_id)."""
         headers = request.headers
         user_agent = headers.get("user-agent", "")
-        reason = hit.reason or traffic.classify(user_agent, headers) or ""
+        reason = (
+            hit.reason
+            or traffic.classify(user_agent, headers)
+            or (traffic.HEAD_REQUEST if request.method == "HEAD" else "")
+        )
         ip = client_ip(request, self.settings.trust_forwarded)
         cookies = privacy.parse_cookies(headers.get("cookie", ""))
         decided = privacy.decide(ip, hit.gdpr, hit.gdpr_consent, cookies, headers, self._policy)
@@ -333,9 +338,10 @@ async def pixel_handler(request: web.Request) -> web.StreamResponse:
         PixelRequest(
             request.path,
             request.rel_url.raw_query_string,
-            request.headers,
+            _utf8_headers(request.headers),
             request.remote or "",
             request.scheme,
+            request.method,
         )
     )
     structlog.contextvars.bind_contextvars(
@@ -345,6 +351,20 @@ async def pixel_handler(request: web.Request) -> web.StreamResponse:
         tenant=recorded.tenant,
     )
     return web_response(recorded.answer)
+
+
+def _utf8_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """aiohttp keeps header bytes that are not UTF-8 as lone surrogates, which no event can
+    store: such values get U+FFFD in their place, so the hit is recorded and answered like any
+    other (the lean path hands these requests to aiohttp, so they all come this way)."""
+    if all(value.isascii() for value in headers.values()):
+        return headers
+    clean: dict[str, str] = {}
+    for name, value in headers.items():  # the first of repeated names wins, as on the lean path
+        clean.setdefault(
+            name.lower(), value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        )
+    return clean
 
 
 def redirect_allowed(target: str, hosts: tuple[str, ...]) -> bool:
