@@ -315,6 +315,27 @@ async def test_xandr_unknown_and_inactive_trackers(api: Client, store: EventStor
     assert by_id[unknown.headers["X-Impression-Id"]].reason == "unknown_tracker"
 
 
+async def test_an_encoded_target_with_spaces_redirects_and_a_bad_one_still_counts(
+    api: Client, store: EventStore
+) -> None:
+    t = await tracker_setup(api, store, redirect_hosts=[".shop.example"])
+    good = await api.get(
+        f"/imptr?id={t['id']}&redir=https%3A%2F%2Fwww.shop.example%2Fa%20b%2Fcaf%C3%A9",
+        headers=BROWSER,
+        allow_redirects=False,
+    )
+    assert good.status == 302
+    assert good.headers["Location"] == "https://www.shop.example/a%20b/caf%C3%A9"
+    bad = await api.get(
+        f"/imptr?id={t['id']}&redir=javascript:alert(1)", headers=BROWSER, allow_redirects=False
+    )
+    assert (bad.status, bad.headers["Content-Type"]) == (200, "image/gif")
+    by_id = {e.impression_id: e for e in await logged(store)}
+    assert by_id[good.headers["X-Impression-Id"]].verdict == "counted"
+    refused = by_id[bad.headers["X-Impression-Id"]]
+    assert (refused.verdict, refused.redirect_refused) == ("counted", "redirect_malformed")
+
+
 async def test_signed_redirect_is_followed_off_the_allow_list(
     api: Client, store: EventStore
 ) -> None:

@@ -169,10 +169,22 @@ def test_a_parameter_named_like_redir_is_not_redir() -> None:
 @pytest.mark.parametrize(
     "target", ["javascript:alert(1)", "//evil.example/", "ftp://x/", "https://a.example/\x01"]
 )
-def test_unsafe_redir_is_malformed_and_dropped(target: str) -> None:
+def test_unsafe_redir_is_dropped_without_making_the_hit_malformed(target: str) -> None:
     q = parse_imptr(f"id=1&redir={target}")
-    assert q.redirect == ""
-    assert q.problems == (Malformed("redir", "invalid_value"),)
+    assert (q.redirect, q.redirect_problem) == ("", "invalid_value")
+    assert (q.problems, q.reason) == ((), "")
+
+
+def test_an_encoded_redir_with_spaces_or_non_ascii_is_encoded_again() -> None:
+    q = parse_imptr("id=1&redir=https%3A%2F%2Fwww.shop.example%2Fa%20b%2Fcaf%C3%A9%3Fq%3D%22x%22")
+    assert q.redirect == "https://www.shop.example/a%20b/caf%C3%A9?q=%22x%22"
+    assert (q.redirect_problem, q.reason) == ("", "")
+
+
+@pytest.mark.parametrize("macro", ["[REDIRECT_URL]", "${CLICK_URL}", "%%CLICK_URL%%"])
+def test_an_unexpanded_redir_macro_means_no_redirect(macro: str) -> None:
+    q = parse_imptr(f"id=1&ancost=[ANCOST]&cachebuster=[CACHEBUSTER]&t=2&redir={macro}")
+    assert (q.redirect, q.redirect_problem, q.reason) == ("", "", "")
 
 
 def test_redir_keeps_its_own_percent_escapes() -> None:
@@ -182,8 +194,7 @@ def test_redir_keeps_its_own_percent_escapes() -> None:
 
 def test_encoded_crlf_in_an_encoded_redir_is_refused() -> None:
     q = parse_imptr("id=1&redir=https%3A%2F%2Fa.example%2F%0D%0ASet-Cookie%3A%20x%3D1")
-    assert q.redirect == ""
-    assert q.problems == (Malformed("redir", "invalid_value"),)
+    assert (q.redirect, q.redirect_problem, q.reason) == ("", "invalid_value", "")
 
 
 def test_empty_redir_means_no_redirect() -> None:

@@ -64,6 +64,7 @@ DUPLICATE_WINDOW_S: Final = 24 * 3600  # the same imp_id on the same offer withi
 DUPLICATE_IMP_ID: Final = "duplicate_imp_id"
 UNKNOWN_ENVIRONMENT: Final = "unknown_environment"  # Freshpaint env_id of no known tenant
 REDIRECT_NOT_ALLOWED: Final = "redirect_not_allowed"
+REDIRECT_MALFORMED: Final = "redirect_malformed"  # not a safe absolute http(s) URL, too long, …
 UNKNOWN_TENANT: Final = "-"  # the owner of a hit on an unknown offer / tracker
 MAX_USER_AGENT: Final = 1024
 MAX_REFERER: Final = 2048
@@ -241,7 +242,9 @@ class Pixels:
         else:
             fields["tracker_id"] = q.tracker_id or q.code
         redirect = ""
-        if q.redirect:
+        if q.redirect_problem:
+            fields["redirect_refused"] = REDIRECT_MALFORMED
+        elif q.redirect:
             allowed = tracker.redirect_hosts if tracker is not None else ()
             signed = bool(q.redirect_sig) and self.ids.verify_redirect(q.redirect, q.redirect_sig)
             if signed or redirect_allowed(q.redirect, allowed):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Final, Literal
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 import msgspec
 
@@ -81,6 +81,9 @@ class ImptrQuery(_Parsed, frozen=True, kw_only=True):
     media_cost: str = ""  # ancost as a decimal string; "" when absent or an unexpanded macro
     redirect: str = ""  # everything after the first redir=, decoded once if wholly encoded
     redirect_sig: str = ""  # sig: our signature of the redirect target (allows it off-list)
+    # Why a ``redir`` given was dropped ("invalid_encoding", "too_long", "invalid_value"); not
+    # one of ``problems``: a bad target does not make the impression malformed.
+    redirect_problem: str = ""
 
 
 def _decode(raw: str) -> str | None:
@@ -174,21 +177,31 @@ def _split_redir(raw: str) -> tuple[str, str | None]:
     return raw[:at], raw[at + 1 + len(_REDIR) :]
 
 
-def _redirect(target: str, problems: list[Malformed]) -> str:
-    """The target as given; one wholly percent-encoded (``https%3A%2F%2F…``) is decoded once."""
+# What a decoded target keeps as it is: RFC 3986's reserved and unreserved characters and "%";
+# anything else (a space, a non-ASCII character, a quote) is percent-encoded again (as UTF-8).
+_URL_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
+
+
+def _redirect(target: str) -> tuple[str, Problem | None]:
+    """(the target, None), or ("", the problem with it). A target wholly percent-encoded
+    (``https%3A%2F%2F…``) is decoded once, and what a URL cannot hold as is (spaces, non-ASCII
+    characters) is encoded again. An ad server's unexpanded macro (``[REDIRECT_URL]``) is no
+    target. A bad target never makes the hit malformed: the pixel answers instead of
+    redirecting, and the event records why (``redirect_refused``)."""
+    if _MACRO.fullmatch(target):
+        return "", None
     if target[:8].lower().startswith(("http%3a", "https%3a")):
         decoded = _decode(target)
         if decoded is None:
-            problems.append(Malformed("redir", "invalid_encoding"))
-            return ""
-        target = decoded
+            return "", "invalid_encoding"
+        if _CONTROL.search(decoded):  # an encoded CR/LF: header injection, never a URL
+            return "", "invalid_value"
+        target = quote(decoded, safe=_URL_SAFE)
     if len(target) > MAX_REDIRECT_CHARS:
-        problems.append(Malformed("redir", "too_long"))
-        return ""
+        return "", "too_long"
     if not is_safe_location(target):
-        problems.append(Malformed("redir", "invalid_value"))
-        return ""
-    return target
+        return "", "invalid_value"
+    return target, None
 
 
 def _media_cost(values: dict[str, str], problems: list[Malformed]) -> str:
@@ -212,7 +225,7 @@ def parse_imptr(raw: str) -> ImptrQuery:
     if kind not in ("", "1", "2"):
         problems.append(Malformed("t", "invalid_value"))
     media_cost = _media_cost(values, problems)
-    redirect = _redirect(target, problems) if target else ""
+    redirect, redirect_problem = _redirect(target) if target else ("", None)
     return ImptrQuery(
         tracker_id=values.get("id", ""),
         code=values.get("code", ""),
@@ -220,6 +233,7 @@ def parse_imptr(raw: str) -> ImptrQuery:
         cachebuster=values.get("cachebuster", ""),
         media_cost=media_cost,
         redirect=redirect,
+        redirect_problem=redirect_problem or "",
         redirect_sig=values.get("sig", ""),
         gdpr=_gdpr(values),
         gdpr_consent=values.get("gdpr_consent", ""),
