@@ -4,6 +4,7 @@ aiohttp with the bytes it already sent, pipelining, HTTP/1.0, HEAD, malformed re
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from tests.integration.config_support import SETTINGS, FrontTestServer
 from tracker.events import ImpressionSeen
 from tracker.eventstore.store import EventStore
 from tracker.http.app import create_app
-from tracker.http.front import parse_head
+from tracker.http.front import MAX_LINE, parse_head
 from tracker.http.pixel import TRANSPARENT_GIF
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
@@ -160,12 +161,40 @@ async def test_a_request_split_across_writes_is_assembled(port: int) -> None:
     assert (status, headers["server"]) == (200, "tracker")
 
 
-async def test_a_malformed_header_gets_aiohttps_400(port: int, store: EventStore) -> None:
+async def test_a_malformed_header_gets_aiohttps_400_as_json(port: int, store: EventStore) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /imptr?id=1 HTTP/1.1\r\nHost: t\r\nNo colon on this line\r\n\r\n")
-    status, _, _ = await read_response(reader)
+    status, headers, body = await read_response(reader)
     writer.close()
-    assert status == 400
+    assert (status, headers["content-type"]) == (400, "application/json; charset=utf-8")
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert await impressions(store) == []
+
+
+async def test_a_long_pixel_url_within_the_parameter_limits_gets_its_image(
+    port: int, store: EventStore
+) -> None:
+    consent = "C" * 4096  # the longest consent string accepted, and 8 subs of 512 characters
+    subs = "&".join(f"sub{i}={'%41' * 512}" for i in range(1, 9))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        get(f"/imp?aid=1&oid=2&{subs}&gdpr=1&gdpr_consent={consent}", f"Cookie: {'c' * 9000}")
+    )
+    status, _, body = await read_response(reader)
+    writer.close()
+    assert (status, body) == (200, TRANSPARENT_GIF)
+    [event] = await impressions(store)
+    assert event.subs["sub8"] == "A" * 512
+
+
+async def test_a_request_line_over_the_limit_gets_a_json_4xx(port: int, store: EventStore) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imp?aid=1&oid=2&sub1=" + "x" * (MAX_LINE + 10)))
+    status, headers, body = await read_response(reader)
+    writer.close()
+    assert 400 <= status < 500
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body)["error"]["code"] in ("bad_request", "request_header_fields_too_large")
     assert await impressions(store) == []
 
 
@@ -190,7 +219,7 @@ async def test_a_malformed_header_gets_aiohttps_400(port: int, store: EventStore
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX Y: z",  # a name that is not a token
         b"GET /imp?q=1 HTTP/1.1\r\nUser-Agent: x",  # HTTP/1.1 without Host
         b"GET /imp?q=1 HTTP/1.1\r\nHost: a\r\nHost: b",
-        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nReferer: " + b"x" * 9000,
+        b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nReferer: " + b"x" * (MAX_LINE + 1),
     ],
 )
 def test_parse_head_leaves_anything_unusual_to_aiohttp(raw: bytes) -> None:

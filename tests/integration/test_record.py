@@ -6,6 +6,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
@@ -142,6 +143,23 @@ async def test_bad_requests_get_clear_4xx(api: Client, store: EventStore) -> Non
     for response, status, code in cases:
         assert response.status == status, await response.text()
         assert (await response.json())["error"]["code"] == code
+    assert await logged(store) == []
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "x-unknown"])
+async def test_a_body_in_an_encoding_that_cannot_be_read_gets_a_json_4xx(
+    api: Client, store: EventStore, encoding: str
+) -> None:
+    h = await make_token(store)
+    headers = {**h, "Content-Type": "application/json", "Content-Encoding": encoding}
+    response = await api.post(PATH, data=b'{"impressions": [not compressed]}', headers=headers)
+    assert 400 <= response.status < 500, await response.text()
+    assert response.content_type == "application/json"
+    assert (await response.json())["error"]["code"] in (
+        "invalid_body",
+        "bad_request",
+        "unsupported_content_encoding",
+    )
     assert await logged(store) == []
 
 

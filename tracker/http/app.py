@@ -7,13 +7,15 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
 from tracker.config.live import LIVE_CONFIG
 from tracker.eventstore.store import EventStore
 from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_setup import setup_config
-from tracker.http.errors import ApiError, error_response
+from tracker.http.errors import ApiError, error_code, error_response
 from tracker.http.impressions import setup_impressions
 from tracker.http.ingest import setup_ingest
 from tracker.http.record import setup_record
@@ -24,18 +26,6 @@ logger = structlog.get_logger()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable_entity",
-}
 
 
 @web.middleware
@@ -52,8 +42,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        response = error_response(exc.status, code, exc.reason)
+        response = error_response(exc.status, error_code(exc.status), exc.reason)
+    except (RequestPayloadError, HttpProcessingError) as exc:  # a body aiohttp could not read
+        # e.g. a Content-Encoding: gzip body that is not gzip, or a chunked body cut short
+        message = getattr(exc, "message", "") or str(exc) or type(exc).__name__
+        response = error_response(400, "invalid_body", f"the request body is unreadable: {message}")
     except RedisError as exc:
         logger.error("redis_error", error=str(exc), path=request.path)
         response = error_response(503, "unavailable", "the event store is unavailable; retry")

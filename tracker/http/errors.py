@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
+
+HTTP_CODES: Final = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+    431: "request_header_fields_too_large",
+}
+
+
+def error_code(status: int) -> str:
+    """The error code of an HTTP status raised by aiohttp rather than by our handlers."""
+    return HTTP_CODES.get(status) or ("internal_error" if status >= 500 else "http_error")
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:

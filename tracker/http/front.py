@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Final, NamedTuple, cast
@@ -28,15 +29,21 @@ from typing import Any, Final, NamedTuple, cast
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from tracker.http.access_log import AccessLog
+from tracker.http.errors import error_code, error_response
 from tracker.http.ingest import APPEND_ERRORS, PIXELS, PendingHit, PixelRequest, Pixels, Recorded
 from tracker.http.pixel import PixelAnswer
 
 logger = structlog.get_logger()
 
-MAX_HEAD: Final = 16 * 1024  # request line and headers; longer goes to aiohttp (its 4xx)
-MAX_LINE: Final = 8190  # aiohttp's limit for the request line and each header line
+# The longest pixel URL our parameter limits allow (consent 4,096 + redir 4,096 + subs 8 x 512
+# characters + ids), percent-encoded, stays under MAX_LINE: aiohttp gets the same limit for the
+# request line and each header line (its default, 8,190, refused valid pixels and big cookies).
+MAX_LINE: Final = 32 * 1024
+MAX_HEAD: Final = 64 * 1024  # request line and headers; longer goes to aiohttp (its 4xx)
 MAX_BUFFER: Final = 256 * 1024  # pipelined bytes read ahead before reading pauses
 KEEPALIVE_S: Final = 75.0  # as aiohttp's keepalive_timeout
 SWEEP_S: Final = 5.0
@@ -194,7 +201,9 @@ def render(answer: PixelAnswer, head: Head) -> bytes:
 class Front:
     """The protocol factory of the web socket (``loop.create_server(front, ...)``)."""
 
-    def __init__(self, app: web.Application, fallback: web.Server, access_log: AccessLog) -> None:
+    def __init__(
+        self, app: web.Application, fallback: Callable[[], RequestHandler], access_log: AccessLog
+    ) -> None:
         self.app = app
         self.fallback = fallback  # aiohttp's factory: it gets every connection handed over
         self.access_log = access_log
@@ -438,20 +447,48 @@ class PixelProtocol(asyncio.Protocol):
             protocol.eof_received()
 
 
+class JsonErrorHandler(RequestHandler):
+    """aiohttp's protocol, answering the errors it raises itself (a malformed request line or
+    header, a line over the limit, a Content-Encoding it cannot decode) in the API's JSON shape
+    rather than as plain text. Its handlers' errors are the middleware's (``http.app``)."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it; raises if a response began
+        if status >= 500:
+            text = "an internal error; it was logged"
+        else:
+            text = message or HTTPStatus(status).phrase
+        response = error_response(status, error_code(status), text)
+        response.force_close()
+        return response
+
+
 class FrontRunner(web.AppRunner):
     """An ``AppRunner`` whose sites listen through a ``Front``: its sites (``web.TCPSite``, the
     test server's ``SockSite``) take ``runner.server`` as their protocol factory."""
 
     def __init__(self, app: web.Application, pixel_log: AccessLog, **kwargs: Any) -> None:
+        kwargs.setdefault("max_line_size", MAX_LINE)
+        kwargs.setdefault("max_field_size", MAX_LINE)
         super().__init__(app, **kwargs)
         self._pixel_log = pixel_log
         self.front: Front | None = None
 
     async def setup(self) -> None:
         await super().setup()
-        fallback = super().server
-        assert fallback is not None
-        self.front = Front(self.app, fallback, self._pixel_log)
+        server = super().server
+        assert server is not None
+
+        def handler() -> RequestHandler:  # what web.Server() makes, answering errors in JSON
+            return JsonErrorHandler(server, loop=server._loop, **server._kwargs)
+
+        self.front = Front(self.app, handler, self._pixel_log)
 
     @property
     def server(self) -> Any:  # the sites' protocol factory

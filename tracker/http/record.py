@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 import msgspec
 import structlog
@@ -21,6 +22,11 @@ from tracker.http.ingest import IMPRESSION_IDS
 from tracker.ids import new_event_id
 
 logger = structlog.get_logger()
+
+
+# What aiohttp decodes (br and zstd need their optional packages: without them aiohttp answers
+# 400 before the handler runs).
+_ENCODINGS: Final = frozenset(("identity", "gzip", "deflate", "br", "zstd"))
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
@@ -51,6 +57,13 @@ async def post_record(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     if principal.role not in ("admin", "publisher"):
         raise ApiError(403, "forbidden", f"the {principal.role} role may not record impressions")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in _ENCODINGS:  # aiohttp would hand the bytes over undecoded
+        raise ApiError(
+            415,
+            "unsupported_content_encoding",
+            f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none",
+        )
     rejected = check_headers(request.headers.get("Content-Type"), request.content_length)
     if rejected is not None:
         return _rejected(rejected)
