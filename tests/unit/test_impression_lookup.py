@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from tests.factories import T0, configured, conversion, impression
@@ -143,6 +144,20 @@ def test_fold_is_pure_and_deterministic() -> None:
 def test_keys_cannot_run_into_each_other() -> None:
     assert imp.external_key(P, "t", "1:2", "3") != imp.external_key(P, "t", "1", "2:3")
     assert imp.ip_key(P, "t", "2001:db8::") == "tracker:{p1}:proj:imp:ip:t:2001:db8::"
+
+
+def test_a_batch_impressions_creative_and_ad_unit_are_in_its_record() -> None:
+    e = impression(dialect="batch", member_id="m_x1", creative_id="dc_abc", ad_unit_id="au_1")
+    [rec, *_] = FOLD.fold(P, stored([e]))
+    record = decode_record(bytes(rec.args[0]), e.impression_id)  # type: ignore[arg-type]
+    assert (record.member_id, record.creative_id, record.ad_unit_id) == ("m_x1", "dc_abc", "au_1")
+
+
+def test_a_record_stored_before_creative_and_ad_unit_existed_still_decodes() -> None:
+    older = msgspec.msgpack.encode([T0_MS, "958", True, "", "12"])  # written before the new fields
+    assert decode_record(older, "id") == ImpressionRecord(
+        occurred_at_ms=T0_MS, tenant="958", counted=True, offer_id="12", impression_id="id"
+    )
 
 
 def test_record_encoding_is_compact_and_round_trips() -> None:

@@ -51,6 +51,8 @@ def record_json(record: ImpressionRecord) -> dict[str, Any]:
         "visitor_id": record.visitor_id,
         "ip": record.ip,
         "member_id": record.member_id,
+        "creative_id": record.creative_id,
+        "ad_unit_id": record.ad_unit_id,
         "media_cost": record.media_cost,
         "subs": record.subs,
     }

@@ -52,7 +52,8 @@ class ImpressionRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
     (msgspec's ``omit_defaults`` does not apply to arrays; the decoder fills them back in).
 
     Field order is storage order: append new fields at the end with a default, never reorder.
-    ``impression_id`` is last and stored empty (the key holds it); readers fill it in.
+    ``impression_id`` is stored empty (the key holds it); readers fill it in. The batch API's
+    ``creative_id`` and ``ad_unit_id`` came later (the seed matches on them "precisely"), after it.
     """
 
     occurred_at_ms: int
@@ -74,6 +75,8 @@ class ImpressionRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
     media_cost: str = ""  # decimal string
     member_id: str = ""
     impression_id: str = ""
+    creative_id: str = ""
+    ad_unit_id: str = ""
 
     @property
     def verdict(self) -> str:
@@ -119,6 +122,8 @@ def record_of(event: ImpressionSeen) -> ImpressionRecord:
         placement_id=event.placement_id,
         media_cost=event.media_cost,
         member_id=event.member_id,
+        creative_id=event.creative_id,
+        ad_unit_id=event.ad_unit_id,
     )
 
 
