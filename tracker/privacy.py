@@ -189,5 +189,16 @@ def visitor(privacy: Privacy, cookies: Mapping[str, str], https: bool) -> tuple[
 
 
 def opt_out_cookie(https: bool) -> Cookie:
-    """The cookie an opt-out page sets: no visitor cookie for five years."""
+    """The cookie ``GET /optout`` sets: no visitor cookie for five years."""
     return Cookie(OPT_OUT_COOKIE, "1", OPT_OUT_MAX_AGE_S, https)
+
+
+def opt_out_cookies(https: bool) -> list[Cookie]:
+    """What ``GET /optout`` sets: the opt-out cookie, and the visitor cookie expired."""
+    return [opt_out_cookie(https), Cookie(VISITOR_COOKIE, "", 0, https)]
+
+
+def opt_in_cookies(https: bool) -> list[Cookie]:
+    """What ``GET /optin`` sets: the opt-out cookie expired (a visitor cookie comes with the
+    next pixel the policy allows one on)."""
+    return [Cookie(OPT_OUT_COOKIE, "", 0, https)]

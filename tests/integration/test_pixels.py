@@ -365,3 +365,30 @@ async def test_non_ascii_digits_are_unknown_not_a_crash(api: Client, store: Even
     assert await tracker.read() == TRANSPARENT_GIF
     reasons = sorted(e.reason for e in await logged(store))
     assert reasons == ["unknown_offer", "unknown_tracker"]
+
+
+async def test_optout_stops_the_visitor_cookie_and_optin_undoes_it(
+    api: Client, store: EventStore
+) -> None:
+    s = await offer_setup(api, store)
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}"
+    first = await api.get(url, headers=BROWSER)
+    vid = first.cookies["tracker_vid"].value
+    out = await api.get("/optout")
+    assert out.status == 200
+    assert await out.json() == {"opted_out": True}
+    assert out.headers["Cache-Control"].startswith("no-store")
+    set_cookies = out.headers.getall("Set-Cookie")
+    assert any(c.startswith("tracker_optout=1; Max-Age=157680000") for c in set_cookies)
+    assert any(c.startswith("tracker_vid=; Max-Age=0") for c in set_cookies)
+    cookie = {"Cookie": f"tracker_optout=1; tracker_vid={vid}"}
+    after = await api.get(url, headers={**BROWSER, **cookie})
+    assert after.status == 200
+    assert "tracker_vid=;" in after.headers["Set-Cookie"]  # expired, not renewed
+    back = await api.get("/optin")
+    assert await back.json() == {"opted_out": False}
+    assert back.headers["Set-Cookie"].startswith("tracker_optout=; Max-Age=0")
+    by_id = {e.impression_id: e for e in await logged(store)}
+    assert by_id[first.headers["X-Impression-Id"]].visitor_id == vid
+    opted_out = by_id[after.headers["X-Impression-Id"]]
+    assert (opted_out.visitor_id, opted_out.verdict) == ("", "counted")

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
@@ -35,6 +35,7 @@ from tracker.http.errors import ApiError
 from tracker.http.pixel import (
     GIF_CONTENT_TYPE,
     IMPRESSION_ID_HEADER,
+    NO_CACHE_HEADERS,
     TRANSPARENT_GIF,
     PixelAnswer,
     is_safe_location,
@@ -486,8 +487,32 @@ async def get_redirect_signature(request: web.Request) -> web.Response:
     return web.json_response({"url": url, "sig": sig, "query": f"sig={sig}&redir={url}"})
 
 
+async def opt_out(request: web.Request) -> web.Response:
+    """``GET /optout`` (no token: a browser opens it on the tracker's own domain): sets
+    ``tracker_optout=1`` for five years and expires the visitor cookie. From then on this browser's
+    hits get no visitor cookie and a truncated IP, under either privacy policy."""
+    return _cookie_page(request, privacy.opt_out_cookies, opted_out=True)
+
+
+async def opt_in(request: web.Request) -> web.Response:
+    """``GET /optin``: expires the opt-out cookie."""
+    return _cookie_page(request, privacy.opt_in_cookies, opted_out=False)
+
+
+def _cookie_page(
+    request: web.Request, cookies: Callable[[bool], list[privacy.Cookie]], *, opted_out: bool
+) -> web.Response:
+    https = privacy.is_https(request.scheme, request.headers)
+    response = web.json_response({"opted_out": opted_out}, headers=dict(NO_CACHE_HEADERS))
+    for cookie in cookies(https):
+        response.headers.add("Set-Cookie", cookie.header())
+    return response
+
+
 def setup_ingest(app: web.Application) -> None:
     app.cleanup_ctx.append(ingest_ctx)
+    app.router.add_get("/optout", opt_out)
+    app.router.add_get("/optin", opt_in)
     app.router.add_get("/redirect-signature", get_redirect_signature, allow_head=False)
     app.router.add_get("/imp", pixel_handler)
     app.router.add_get("/imptr", pixel_handler)
