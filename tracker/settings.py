@@ -38,7 +38,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lookup_window_days: int = 30  # TRACKER_LOOKUP_WINDOW_DAYS: impression lookup entries' life
     secret_key: str = ""  # TRACKER_SECRET_KEY: signs impression ids; "" = one shared via Redis
     privacy_policy: str = "strict"  # TRACKER_PRIVACY_POLICY: strict | permissive
-    trust_forwarded: bool = False  # TRACKER_TRUST_FORWARDED: client IP from X-Forwarded-For
+    # TRACKER_TRUST_FORWARDED: how many proxies in front append to X-Forwarded-For (0: none, the
+    # peer is the client); the client IP is the entry that many from the right
+    trust_forwarded: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,7 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             lookup_window_days=_get(env, "TRACKER_LOOKUP_WINDOW_DAYS", _int_in(1, 365), 30),
             secret_key=_get(env, "TRACKER_SECRET_KEY", _secret, ""),
             privacy_policy=_get(env, "TRACKER_PRIVACY_POLICY", _choice(PRIVACY_POLICIES), "strict"),
-            trust_forwarded=_get(env, "TRACKER_TRUST_FORWARDED", _flag, False),
+            trust_forwarded=_get(env, "TRACKER_TRUST_FORWARDED", _hops, 0),
         )
 
 
@@ -119,10 +121,13 @@ def _secret(raw: str) -> str:
     return raw
 
 
-def _flag(raw: str) -> bool:
+def _hops(raw: str) -> int:
+    """A number of trusted proxies, 0..10; the flags true/yes/on and false/no/off mean 1 and 0."""
     value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+    if value in ("true", "yes", "on"):
+        return 1
+    if value in ("false", "no", "off"):
+        return 0
+    if not value.isdigit() or int(value) > 10:
+        raise ValueError("expected the number of proxies in front, 0..10 (or true/false)")
+    return int(value)

@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 from multidict import CIMultiDict
 
+from tracker.http.ingest import PixelRequest, client_ip
 from tracker.privacy import (
     OPT_OUT_COOKIE,
     VISITOR_COOKIE,
@@ -230,3 +231,22 @@ def test_non_canonical_ipv4_takes_the_full_parser(ip: str) -> None:
     except ValueError:
         expected = ""
     assert decide(ip, "", "", {}, NONE).store_ip == expected
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "hops", "ip"),
+    [
+        ("", 1, "10.0.0.9"),  # no header: the peer
+        ("203.0.113.7", 0, "10.0.0.9"),  # not trusted: the peer
+        ("203.0.113.7", 1, "203.0.113.7"),  # one proxy that overwrites it
+        ("6.6.6.6, 203.0.113.7", 1, "203.0.113.7"),  # one proxy that appends: the client's own
+        ("6.6.6.6, 203.0.113.7, 198.51.100.2", 2, "203.0.113.7"),  # CDN, then a load balancer
+        ("203.0.113.7", 3, "203.0.113.7"),  # fewer entries than proxies: the leftmost
+    ],
+)
+def test_client_ip_never_takes_an_entry_the_client_wrote(
+    forwarded: str, hops: int, ip: str
+) -> None:
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    request = PixelRequest("/imp", "", headers, "10.0.0.9", "http")
+    assert client_ip(request, hops) == ip

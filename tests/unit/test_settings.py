@@ -33,8 +33,18 @@ def test_values_are_read() -> None:
         ("TRACKER_LOG_LEVEL", "loud"),
         ("TRACKER_LOG_FORMAT", "xml"),
         ("TRACKER_IDEMPOTENCY_TTL_SECONDS", "5"),
+        ("TRACKER_TRUST_FORWARDED", "maybe"),
+        ("TRACKER_TRUST_FORWARDED", "11"),
+        ("TRACKER_TRUST_FORWARDED", "-1"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("raw", "hops"), [("0", 0), ("1", 1), ("2", 2), ("true", 1), ("on", 1), ("false", 0)]
+)
+def test_trust_forwarded_is_a_number_of_proxies(raw: str, hops: int) -> None:
+    assert Settings.from_env({"TRACKER_TRUST_FORWARDED": raw}).trust_forwarded == hops

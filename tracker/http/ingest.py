@@ -418,11 +418,15 @@ def _tenant_known(state: ConfigState, tenant: str) -> bool:
     return tenant in known
 
 
-def client_ip(request: PixelRequest, trust_forwarded: bool) -> str:
-    if trust_forwarded:
+def client_ip(request: PixelRequest, trusted_proxies: int) -> str:
+    """The peer, or behind ``trusted_proxies`` proxies that each append the address they saw to
+    ``X-Forwarded-For``, the entry that many from the right: what the outermost trusted proxy
+    saw. Entries left of it are the client's to write, so never trusted."""
+    if trusted_proxies:
         forwarded = request.headers.get("x-forwarded-for", "")
         if forwarded:
-            return forwarded.split(",", 1)[0].strip()
+            hops = forwarded.split(",")
+            return hops[-min(trusted_proxies, len(hops))].strip()
     return request.remote
 
 
