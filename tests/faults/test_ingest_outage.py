@@ -4,6 +4,7 @@ the log exactly once (pixels through the fsynced spool; the batch API through 50
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.spool import spool_dir, spool_files
 from tracker.eventstore.store import EventStore
 from tracker.http.app import create_app
+from tracker.http.ingest import PIXEL_DEADLINE_S
 from tracker.settings import Settings
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"}
@@ -132,3 +134,58 @@ async def test_batch_answers_503_while_down_and_retries_land_once(
     logged = await _logged_ids(store)
     assert len(logged) == 20 * 200
     assert max(logged.values()) == 1
+
+
+async def test_pixels_answer_within_the_deadline_while_redis_hangs_and_land_once(
+    any_server: EmbeddedRedis, any_store: EventStore, tmp_path: Path
+) -> None:
+    """A hung Redis (SIGSTOP: no error, no answer) must not hold pixels for the socket timeout:
+    past PIXEL_DEADLINE_S each hit goes to the spool and is answered. Calls already sent run
+    when Redis wakes up, or are fenced by the drainer first: either way each hit lands once."""
+    store = any_store
+    settings = Settings(data_dir=tmp_path / "var")
+    acked: list[str] = []
+    slowest = 0.0
+    failures: Counter[int] = Counter()
+    assert any_server.process is not None
+    async with (
+        TestClient(FrontTestServer(create_app(store, settings))) as api,
+        aiohttp.ClientSession() as browsers,
+    ):
+        url = api.make_url(await _setup(api, store))
+        stop_at = time.monotonic() + 9.0
+
+        async def visitor() -> None:
+            nonlocal slowest
+            while time.monotonic() < stop_at:
+                started = time.monotonic()
+                async with browsers.get(url, headers=BROWSER) as r:
+                    await r.read()
+                slowest = max(slowest, time.monotonic() - started)
+                if r.status == 200:
+                    acked.append(r.headers["X-Impression-Id"])
+                else:
+                    failures[r.status] += 1
+
+        load = asyncio.gather(*(visitor() for _ in range(16)))
+        await asyncio.sleep(1.5)
+        any_server.process.send_signal(signal.SIGSTOP)
+        try:
+            before = len(acked)
+            await asyncio.sleep(6.0)  # longer than the deadline, shorter than the 10 s timeout
+            during_hang = len(acked) - before
+        finally:
+            any_server.process.send_signal(signal.SIGCONT)
+        await load
+        deadline = time.monotonic() + 30
+        while spool_files(spool_dir(settings.data_dir)):
+            assert time.monotonic() < deadline, "the spool was not drained"
+            await asyncio.sleep(0.2)
+    assert not failures, failures
+    assert during_hang > 0  # answered while Redis hung (spooled)
+    assert slowest < PIXEL_DEADLINE_S + 2.0, f"a pixel waited {slowest:.1f} s"
+    logged = await _logged_ids(store)
+    missing = [i for i in acked if i not in logged]
+    twice = [i for i, n in logged.items() if n > 1]
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged impressions lost"
+    assert not twice, f"{len(twice)} impressions logged more than once"

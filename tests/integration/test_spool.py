@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tests.factories import IDS, impression
 from tracker import events
 from tracker.events import ImpressionSeen
-from tracker.eventstore import spool
+from tracker.eventstore import keys, spool
 from tracker.eventstore.spool import (
     SpoolRecord,
     SpoolWriter,
@@ -25,7 +25,14 @@ from tracker.eventstore.spool import (
     read_spool,
     spool_files,
 )
-from tracker.eventstore.store import AppendItem, AppendResult, Claim, EventStore
+from tracker.eventstore.store import (
+    FENCE,
+    AppendItem,
+    AppendResult,
+    AppendUncertain,
+    Claim,
+    EventStore,
+)
 from tracker.ids import new_uuid7_hex, stable_hash
 
 
@@ -267,6 +274,32 @@ async def test_drain_skips_events_whose_uncertain_append_landed(
     assert sorted(e.impression_id for e in stored) == sorted(  # type: ignore[union-attr]
         [landed.impression_id, lost.impression_id]
     )
+
+
+async def test_a_call_still_on_its_way_is_fenced_by_the_drain_and_changes_nothing(
+    tmp_path: Path, store: EventStore
+) -> None:
+    """A pixel that stopped waiting (a hung Redis) spooled its hits with their call's token;
+    the call itself runs only after the drain: it must find the fence and append nothing."""
+    late, other = impression(), impression()
+    part = store.partition_of(late)
+    token = keys.group_token(part, "late-call")
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many(
+        [
+            SpoolRecord(late.impression_id, events.encode(late), token),
+            SpoolRecord(other.impression_id, events.encode(other), token),  # same call
+        ]
+    )
+    report = await spool.drain(store, tmp_path, writer=writer)
+    await writer.close()
+    assert (report.events, report.duplicates) == (2, 0)
+    assert await store.client.get(token) == FENCE.encode()
+    payloads = [(events.encode(e), None, None) for e in (late, other)]
+    with pytest.raises(AppendUncertain):  # the call, at last: it finds the fence
+        await store._append_call(part, payloads, token)
+    assert (await logged_event_ids(store)).most_common(1)[0][1] == 1
+    assert sum((await logged_event_ids(store)).values()) == 2
 
 
 async def test_an_unreadable_file_is_set_aside_and_the_rest_drain(

@@ -8,6 +8,7 @@ import time
 import msgspec
 import pytest
 import redis.asyncio as redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.factories import configured, conversion, impression
 from tracker.events import ImpressionSeen, UnknownEvent, encode
@@ -257,3 +258,36 @@ async def test_read_takes_the_event_field_wherever_it_is_and_names_an_entry_with
     foreign = as_str(await client.xadd(keys.stream(part), {"other": "1"}))
     with pytest.raises(UnknownEvent, match=foreign):
         await store.read(part)
+
+
+async def test_a_submit_past_its_deadline_fails_with_its_calls_token(
+    store: EventStore, client: redis.Redis
+) -> None:
+    await client.client_pause(1000, all=False)  # writes wait 1 s: the call is in flight
+    started = time.monotonic()
+    future = store.submit(impression(), deadline_s=0.2)
+    with pytest.raises(AppendUncertain) as info:
+        await future
+    assert time.monotonic() - started < 0.9  # did not wait for Redis
+    await store.drain()  # the call itself still runs once the pause ends
+    assert await store.group_ran(info.value.group_token)
+    queued = [store.submit(impression(), deadline_s=5) for _ in range(3)]
+    assert all(not r.duplicate for r in await asyncio.gather(*queued))  # others are unaffected
+
+
+async def test_a_queued_submit_past_its_deadline_is_taken_out_and_never_sent(
+    store: EventStore, client: redis.Redis
+) -> None:
+    await client.client_pause(1000, all=False)
+    first = [store.submit(impression(key="k"), deadline_s=5)]
+    await asyncio.sleep(0.01)  # the next tick: a second call, the last slot of the partition
+    first.append(store.submit(impression(key="k"), deadline_s=5))
+    await asyncio.sleep(0.01)
+    waiting = impression(key="k")  # both call slots are taken: it waits in the queue
+    with pytest.raises(RedisTimeoutError):
+        await store.submit(waiting, deadline_s=0.2)
+    await asyncio.gather(*first)
+    await store.drain()
+    part = store.partition_of(waiting)
+    assert waiting.impression_id not in {s.event.impression_id for s in await store.read(part)}  # type: ignore[union-attr]
+    assert await store.length(part) == 2

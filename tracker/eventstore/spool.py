@@ -35,7 +35,7 @@ import structlog
 
 from tracker import events
 from tracker.eventstore import keys
-from tracker.eventstore.store import Claim, EventStore
+from tracker.eventstore.store import FENCE, FENCE_TTL_S, Claim, EventStore
 from tracker.ids import new_uuid7_hex
 from tracker.projections import impressions
 
@@ -310,19 +310,36 @@ def _item(record: SpoolRecord) -> tuple[events.AnyEvent, str, Claim | None]:
 
 async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:
     """Indexes of records already in the log though their append failed: the failed call's group
-    token still exists (it ran after all), or, once the token expired, the impression lookup
-    knows the record's impression id (a pixel spools under its impression id)."""
+    token holds its result (it ran after all), or, once the token expired, the impression lookup
+    knows the record's impression id (a pixel spools under its impression id).
+
+    A token not there yet is *fenced* first (set to FENCE, ``SET NX``): a call still on its way
+    (a Redis that hung, a pixel that stopped waiting for it) then finds its token taken when it
+    runs, and changes nothing; so appending the record cannot double it. A token already
+    fenced (an earlier drain, or another record of the same call) means the call never ran."""
     pipe = store.client.pipeline(transaction=False)
+    none = keys.META + ":none"
     for record in records:
-        pipe.exists(record.group_token or keys.META + ":none")
+        if record.group_token:
+            pipe.set(record.group_token, FENCE, nx=True, ex=FENCE_TTL_S)
+            pipe.get(record.group_token)
+        else:
+            pipe.exists(none)
+            pipe.get(none)
         event = events.decode(record.event)
         if isinstance(event, events.ImpressionSeen):
             part = store.partition_of(event)
             pipe.exists(impressions.record_key(part, event.impression_id))
         else:
-            pipe.exists(keys.META + ":none")
+            pipe.exists(none)
     found = await pipe.execute()
-    return {i for i in range(len(records)) if found[2 * i] or found[2 * i + 1]}
+    fence = FENCE.encode()
+    landed = set()
+    for i in range(len(records)):
+        token_value, in_lookup = found[3 * i + 1], found[3 * i + 2]
+        if (token_value is not None and token_value != fence) or in_lookup:
+            landed.add(i)
+    return landed
 
 
 async def drain(

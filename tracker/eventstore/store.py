@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -23,6 +25,11 @@ from tracker.gcpause import gc_paused
 logger = structlog.get_logger()
 
 GROUP_TOKEN_TTL_S: Final = 300  # outlives any client retry of one script call
+# A group token set to FENCE by the spool drainer: the call, if it comes late, finds its token
+# taken and changes nothing (see fence_group); kept long enough to outlast any Redis stall.
+FENCE: Final = "fenced"
+FENCE_TTL_S: Final = 7 * 24 * 3600
+DEADLINE_SWEEP_S: Final = 0.1  # how often submits with a deadline are checked
 RETRYABLE: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 MAX_GROUP: Final = 500  # events per append script call (bounds Redis's time in one script)
 MAX_INFLIGHT: Final = 2  # script calls in flight per partition (the rest queue into bigger groups)
@@ -102,6 +109,7 @@ _Item = tuple[bytes, str | None, tuple[str, int, bytes] | None]
 class _Pending(NamedTuple):
     item: _Item
     future: asyncio.Future[AppendResult]
+    deadline: float = math.inf  # time.monotonic() after which its caller stops waiting
 
 
 class _Script:
@@ -193,6 +201,8 @@ class EventStore:
         self._slots: dict[str, asyncio.Semaphore] = {}  # partition -> append_many's call slots
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hot = secrets.randbelow(partitions)  # see hot_route()
+        self._sent: dict[str, tuple[str, list[_Pending]]] = {}  # token -> group in flight
+        self._sweeper: asyncio.Task[None] | None = None  # expires submits past their deadline
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -226,7 +236,12 @@ class EventStore:
         return await self.submit(event, idempotency_key, claim=claim)
 
     def submit(
-        self, event: AnyEvent, idempotency_key: str | None = None, *, claim: Claim | None = None
+        self,
+        event: AnyEvent,
+        idempotency_key: str | None = None,
+        *,
+        claim: Claim | None = None,
+        deadline_s: float | None = None,
     ) -> asyncio.Future[AppendResult]:
         """``append`` without the coroutine: queue the event, return the future of its result
         (for callers that answer from a callback, like the lean pixel front end).
@@ -235,12 +250,22 @@ class EventStore:
         ``keys.key_route(tenant, key, n)`` (mint its impression id with that route). A claim, too,
         lives in the event's partition: route the event by the claim's name.
         Raises AppendUncertain when the outcome is unknown (connection lost after retries).
+
+        With ``deadline_s``, the future fails once that long has passed without an answer (a
+        hung Redis): with RedisTimeoutError while the event still waits in the queue (it is
+        taken out: it will not be sent), with AppendUncertain once its call was sent (it may
+        still run: spool the event with the call's token, and the drainer fences the call).
         """
         if idempotency_key == "":
             raise ValueError(_EMPTY_KEY)
         part = self.partition_of(event)
         raw_claim = self._raw_claim(part, claim)
-        return self._enqueue(part, events.encode(event), idempotency_key, raw_claim)
+        deadline = math.inf
+        if deadline_s is not None:
+            deadline = time.monotonic() + deadline_s
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep_deadlines())
+        return self._enqueue(part, events.encode(event), idempotency_key, raw_claim, deadline)
 
     def _raw_claim(self, part: str, claim: Claim | None) -> tuple[str, int, bytes] | None:
         if claim is None:
@@ -308,9 +333,11 @@ class EventStore:
         async with slots:
             return await self._append_call(part, items)
 
-    async def _append_call(self, part: str, items: Sequence[_Item]) -> list[AppendResult]:
+    async def _append_call(
+        self, part: str, items: Sequence[_Item], token: str = ""
+    ) -> list[AppendResult]:
         """One script call; a failure that leaves open whether it ran becomes AppendUncertain."""
-        token = keys.group_token(part, secrets.token_hex(12))
+        token = token or keys.group_token(part, secrets.token_hex(12))
         try:
             return await self._append_group(part, token, items)
         except Exception as exc:
@@ -324,13 +351,14 @@ class EventStore:
         payload: bytes,
         idempotency_key: str | None,
         claim: tuple[str, int, bytes] | None,
+        deadline: float = math.inf,
     ) -> asyncio.Future[AppendResult]:
         loop = self._loop
         if loop is None or loop.is_closed():  # cached: get_running_loop() is a getpid() on 3.11
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
         self._pending.setdefault(part, []).append(
-            _Pending((payload, idempotency_key, claim), future)
+            _Pending((payload, idempotency_key, claim), future, deadline)
         )
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -364,14 +392,17 @@ class EventStore:
             asyncio.get_running_loop().call_soon(self._flush_all)
 
     async def _flush(self, part: str, items: list[_Pending]) -> None:
+        token = keys.group_token(part, secrets.token_hex(12))
+        self._sent[token] = (part, items)
         try:
-            results = await self._append_call(part, [p.item for p in items])
+            results = await self._append_call(part, [p.item for p in items], token)
         except Exception as exc:  # fails exactly the callers of this group
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
         finally:
+            del self._sent[token]
             self._release(part)
         for item, result in zip(items, results, strict=True):
             if not item.future.done():
@@ -399,6 +430,10 @@ class EventStore:
             raw = [as_str(x) for x in reply]
             if len(raw) != 2 or raw[0] != "replay":
                 raise ValueError(f"unexpected append script reply: {raw[:3]}")
+            if raw[1] == FENCE:  # it changed nothing: its events go to the spool, which has
+                # some of them already (their callers' deadline passed) and appends them all
+                cause = RuntimeError("the call ran after the spool drainer had fenced it")
+                raise AppendUncertain(cause, part, token)
             raw = await self._replayed(stream, raw[1], len(items))
         else:
             raw = as_str(reply).split()
@@ -429,6 +464,34 @@ class EventStore:
         """Whether the append call with this token ran (within GROUP_TOKEN_TTL_S of it)."""
         return bool(await self.client.exists(group_token))
 
+    def _expire_overdue(self, now: float) -> None:
+        """Fail the submits whose deadline passed (see ``submit``)."""
+        for token, (part, items) in list(self._sent.items()):
+            for item in items:
+                if item.deadline <= now and not item.future.done():
+                    cause = RedisTimeoutError("no answer from Redis within the deadline")
+                    item.future.set_exception(AppendUncertain(cause, part, token))
+        for part, queue in list(self._pending.items()):
+            if all(item.deadline > now for item in queue):
+                continue
+            keep = []
+            for item in queue:
+                if item.deadline > now:
+                    keep.append(item)
+                elif not item.future.done():
+                    item.future.set_exception(
+                        RedisTimeoutError("not sent: Redis took no call within the deadline")
+                    )
+            if keep:
+                self._pending[part] = keep
+            else:
+                del self._pending[part]
+
+    async def _sweep_deadlines(self) -> None:
+        while True:
+            await asyncio.sleep(DEADLINE_SWEEP_S)
+            self._expire_overdue(time.monotonic())
+
     async def _replayed(self, stream: str, saved: str, n: int) -> list[str]:
         """Rebuild the reply of a call that already ran (its reply was lost, the call re-sent)."""
         first, count, *notes = saved.split(" ")
@@ -453,6 +516,9 @@ class EventStore:
 
     def close(self) -> None:
         """Close the append connection (the redis-py client is the caller's to close)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._pipe is not None:
             self._pipe.close()
 

@@ -119,6 +119,10 @@ class PendingHit(NamedTuple):
 
 
 APPEND_ERRORS: Final = (AppendUncertain, RedisError, OSError)  # the spool takes over
+# How long a pixel waits for Redis before its event goes to the spool instead: a hung Redis (no
+# error, no answer) would otherwise hold every pixel for the socket timeout times the retries
+# (~40 s). A call already sent may still run later: the spool drainer fences it (spool.py).
+PIXEL_DEADLINE_S: Final = 2.0
 
 
 class Pixels:
@@ -158,7 +162,10 @@ class Pixels:
             else self._imp(request.raw_query)
         )
         pending = self._pending(request, hit)
-        return pending, self.store.submit(pending.event, claim=pending.claim)
+        appended = self.store.submit(
+            pending.event, claim=pending.claim, deadline_s=PIXEL_DEADLINE_S
+        )
+        return pending, appended
 
     def finish(self, pending: PendingHit, result: AppendResult) -> Recorded:
         verdict = "not_counted" if result.alternate else pending.event.verdict
