@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
 from tracker.events import ImpressionSeen
 from tracker.eventstore.store import EventStore
+from tracker.http import record
 
 Client = TestClient[Any, Any]
 PATH = "/publisher.v1/impression/record"
@@ -161,6 +164,24 @@ async def test_a_body_in_an_encoding_that_cannot_be_read_gets_a_json_4xx(
         "unsupported_content_encoding",
     )
     assert await logged(store) == []
+
+
+async def test_a_batch_that_redis_does_not_answer_in_time_gets_503_and_its_retry_lands_once(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(record, "BATCH_DEADLINE_S", 0.3)
+    h = await make_token(store)
+    body = {"impressions": [item(i, idempotency_key=f"slow-{i}") for i in range(20)]}
+    await store.client.client_pause(1500, all=False)  # a stalled Redis: no error, no answer
+    started = time.monotonic()
+    stalled = await api.post(PATH, json=body, headers=h)
+    assert time.monotonic() - started < 1.2
+    assert (stalled.status, stalled.headers["Retry-After"]) == (503, "1")
+    assert (await stalled.json())["error"]["code"] == "unavailable"
+    await asyncio.sleep(1.5)  # the pause ends; the calls already sent run
+    retried = await ok(await api.post(PATH, json=body, headers=h))
+    assert retried["recorded"] + retried["skipped"] == 20
+    assert len(await logged(store)) == 20
 
 
 async def test_auth_and_roles(api: Client, store: EventStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Final
 
@@ -23,6 +24,11 @@ from tracker.ids import new_event_id
 
 logger = structlog.get_logger()
 
+
+# A batch waits this long for Redis, then answers 503 (a hung Redis would otherwise hold it for
+# the socket timeout times the retries, ~40 s); calls already sent may still land, which the
+# client's retry with the same idempotency keys finds.
+BATCH_DEADLINE_S: Final = 10.0
 
 # What aiohttp decodes (br and zstd need their optional packages: without them aiohttp answers
 # 400 before the handler runs).
@@ -101,8 +107,8 @@ async def post_record(request: web.Request) -> web.Response:
             )
             items.append((event, scope + key if key is not None else None))
     try:
-        results = await store.append_many(items)
-    except (AppendUncertain, RedisError, OSError) as exc:
+        results = await asyncio.wait_for(store.append_many(items), BATCH_DEADLINE_S)
+    except (AppendUncertain, RedisError, OSError, TimeoutError) as exc:
         logger.warning("batch_unavailable", error=str(exc), impressions=len(items))
         response = error_response(
             503,
