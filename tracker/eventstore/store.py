@@ -26,7 +26,7 @@ logger = structlog.get_logger()
 
 GROUP_TOKEN_TTL_S: Final = 300  # outlives any client retry of one script call
 # A group token set to FENCE by the spool drainer: the call, if it comes late, finds its token
-# taken and changes nothing (see fence_group); kept long enough to outlast any Redis stall.
+# taken and changes nothing (see spool._landed); kept long enough to outlast any Redis stall.
 FENCE: Final = "fenced"
 FENCE_TTL_S: Final = 7 * 24 * 3600
 DEADLINE_SWEEP_S: Final = 0.1  # how often submits with a deadline are checked
