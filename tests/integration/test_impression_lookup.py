@@ -251,3 +251,18 @@ async def test_get_impression_over_http(api: Client, store: EventStore) -> None:
     assert await status(f"/impressions/{ids.mint()}", admin) == (404, "not_found")
     for bad in ("xyz", e.impression_id.upper(), e.impression_id + "0", IDS.mint()):
         assert await status(f"/impressions/{bad}", admin) == (400, "invalid_impression_id")
+
+
+async def test_a_batch_of_ten_thousand_hits_from_one_ip_commits(
+    store: EventStore, client: redis.Redis
+) -> None:
+    """The largest TRACKER_BATCH_SIZE with one IP behind every event: the sorted set's ZADD is
+    split so the commit script never unpacks more than Lua's C stack holds."""
+    batch = [recent(timedelta(seconds=i % 600), ip="198.51.100.0") for i in range(10_000)]
+    await store.append_many(batch)
+    await catch_up(store, ImpressionLookup(cap=100), batch_size=10_000)
+    tenant = batch[0].tenant
+    for part in store.partitions:  # each partition's set: the newest 100 of its ~2,500
+        assert await client.zcard(imp.ip_key(part, tenant, "198.51.100.0")) == 100
+    newest = await lookup.recent_by_ip(client, store.partitions, tenant, "198.51.100.0")
+    assert len(newest) == 100

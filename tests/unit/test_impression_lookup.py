@@ -180,3 +180,14 @@ def test_window_setting_is_validated(bad: str) -> None:
 def test_bad_constructor_arguments() -> None:
     with pytest.raises(ValueError, match="positive"):
         ImpressionLookup(window_ms=0)
+
+
+def test_a_batch_with_thousands_of_hits_on_one_key_splits_its_zadd() -> None:
+    """TRACKER_BATCH_SIZE goes up to 10,000: one IP behind a NAT can be every event of a batch,
+    and the commit script cannot unpack 20,000 arguments for one command."""
+    batch = stored([impression(ip="203.0.113.0", at=T0) for _ in range(2_500)])
+    ops = ImpressionLookup(cap=100).fold(P, batch)
+    zadds = [op for op in ops if op.cmd == "ZADD"]
+    assert [len(op.args) for op in zadds] == [2_000, 2_000, 1_000]
+    members = [a for op in zadds for a in op.args[1::2]]
+    assert sorted(members) == sorted(s.event.impression_id for s in batch)  # type: ignore[union-attr]

@@ -45,6 +45,7 @@ DEFAULT_CAP: Final = 100  # newest ids kept per visitor / member / IP and partit
 # The batch API accepts timestamps up to 5 minutes ahead of the server: a sorted set outlives its
 # newest member's score + window even when that member was dated in the future.
 FUTURE_SKEW_MS: Final = 5 * 60 * 1000
+MAX_ZADD_ARGS: Final = 2_000  # score, member, ...: one ZADD per 1,000 members of a batch
 
 
 class ImpressionRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -236,8 +237,12 @@ class ImpressionLookup:
                 changes.members += [at_ms, iid]
                 changes.last_entry_ms = entry_ms
         for key, changes in recent.items():
+            members = changes.members
+            ops += [  # the commit script unpacks an op's arguments on Lua's C stack (8,000 max)
+                Op("ZADD", key, tuple(members[at : at + MAX_ZADD_ARGS]))
+                for at in range(0, len(members), MAX_ZADD_ARGS)
+            ]
             ops += [
-                Op("ZADD", key, tuple(changes.members)),
                 Op("ZREMRANGEBYSCORE", key, ("-inf", changes.last_entry_ms - self.window_ms)),
                 Op("ZREMRANGEBYRANK", key, (0, -self.cap - 1)),
                 Op("PEXPIREAT", key, (changes.last_entry_ms + self.window_ms + FUTURE_SKEW_MS,)),
