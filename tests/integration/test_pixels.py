@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -19,7 +20,7 @@ from tracker.events import ImpressionSeen
 from tracker.eventstore.spool import spool_dir, spool_files
 from tracker.eventstore.store import EventStore
 from tracker.http.app_keys import SETTINGS
-from tracker.http.ingest import IMPRESSION_IDS
+from tracker.http.ingest import IMPRESSION_IDS, PIXELS
 from tracker.http.pixel import TRANSPARENT_GIF
 
 Client = TestClient[Any, Any]
@@ -392,3 +393,32 @@ async def test_optout_stops_the_visitor_cookie_and_optin_undoes_it(
     assert by_id[first.headers["X-Impression-Id"]].visitor_id == vid
     opted_out = by_id[after.headers["X-Impression-Id"]]
     assert (opted_out.visitor_id, opted_out.verdict) == ("", "counted")
+
+
+async def test_optin_embedded_in_a_page_is_refused(api: Client) -> None:
+    embedded = await api.get("/optin", headers={"Sec-Fetch-Mode": "no-cors"})
+    assert embedded.status == 403
+    assert (await embedded.json())["error"]["code"] == "navigation_required"
+    assert "Set-Cookie" not in embedded.headers
+    visited = await api.get("/optin", headers={"Sec-Fetch-Mode": "navigate"})
+    assert visited.status == 200
+
+
+async def test_every_x_forwarded_for_line_counts(api: Client, store: EventStore) -> None:
+    """A proxy that adds its own X-Forwarded-For line rather than appending to the client's:
+    the client's line must not pass for the proxy's."""
+    s = await offer_setup(api, store)
+    pixels = api.app[PIXELS]
+    pixels.settings = msgspec.structs.replace(pixels.settings, trust_forwarded=1)
+    reader, writer = await asyncio.open_connection(api.server.host, api.server.port)
+    writer.write(
+        f"GET /imp?aid={s['aff']}&oid={s['offer']} HTTP/1.1\r\nHost: x\r\n".encode()
+        + f"User-Agent: {BROWSER['User-Agent']}\r\n".encode()
+        + b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.77\r\n"
+        + b"Connection: close\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    event = await only(store)
+    assert event.ip == "203.0.113.77"  # the proxy's line, not the client's 6.6.6.6

@@ -263,7 +263,7 @@ class EventStore:
         deadline = math.inf
         if deadline_s is not None:
             deadline = time.monotonic() + deadline_s
-            if self._sweeper is None:
+            if self._sweeper is None or self._sweeper.done():  # first use, or a new loop
                 self._sweeper = asyncio.get_running_loop().create_task(self._sweep_deadlines())
         return self._enqueue(part, events.encode(event), idempotency_key, raw_claim, deadline)
 
@@ -401,6 +401,10 @@ class EventStore:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        except BaseException:  # cancelled (a shutdown): no caller may wait forever
+            for item in items:
+                item.future.cancel()
+            raise
         finally:
             del self._sent[token]
             self._release(part)
@@ -490,7 +494,10 @@ class EventStore:
     async def _sweep_deadlines(self) -> None:
         while True:
             await asyncio.sleep(DEADLINE_SWEEP_S)
-            self._expire_overdue(time.monotonic())
+            try:
+                self._expire_overdue(time.monotonic())
+            except Exception:  # a bug: say so, and keep the deadlines working
+                logger.exception("deadline_sweep_failed")
 
     async def _replayed(self, stream: str, saved: str, n: int) -> list[str]:
         """Rebuild the reply of a call that already ran (its reply was lost, the call re-sent)."""

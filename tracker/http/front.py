@@ -54,12 +54,15 @@ _VERSIONS: Final = frozenset(("HTTP/1.1", "HTTP/1.0"))
 # A request with one of these is not a plain pixel GET: aiohttp handles it.
 _HAND_OFF_HEADERS: Final = frozenset(("transfer-encoding", "upgrade", "expect", "http2-settings"))
 # The header names _fields looks at, by what it does with them
-_HAND_OFF, _LENGTH, _CONNECTION, _HOST = range(4)
+_HAND_OFF, _LENGTH, _CONNECTION, _HOST, _LIST = range(5)
 _SPECIAL: Final = {
     **dict.fromkeys(_HAND_OFF_HEADERS, _HAND_OFF),
     "content-length": _LENGTH,
     "connection": _CONNECTION,
     "host": _HOST,
+    # a proxy may add its own line instead of appending to the client's: all lines count, in
+    # order (RFC 9110 5.3), or the client's first line would pass for the proxy's
+    "x-forwarded-for": _LIST,
 }
 _REASONS: Final = {
     200: "OK",
@@ -146,6 +149,9 @@ def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
                 tokens.update(t.strip().lower() for t in value.split(","))
             elif special == _HOST:
                 hosts += 1
+            elif special == _LIST and key in headers:
+                headers[key] = f"{headers[key]}, {value}"
+                continue
         if key not in headers:
             headers[key] = value
     return headers, tokens, hosts
@@ -484,9 +490,12 @@ class FrontRunner(web.AppRunner):
         await super().setup()
         server = super().server
         assert server is not None
+        # What web.Server() makes, answering errors in JSON. Its private attributes are read
+        # here, once: an aiohttp without them fails at start-up, not on a connection.
+        loop, kwargs = server._loop, dict(server._kwargs)
 
-        def handler() -> RequestHandler:  # what web.Server() makes, answering errors in JSON
-            return JsonErrorHandler(server, loop=server._loop, **server._kwargs)
+        def handler() -> RequestHandler:
+            return JsonErrorHandler(server, loop=loop, **kwargs)
 
         self.front = Front(self.app, handler, self._pixel_log)
 

@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import structlog
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from redis.exceptions import RedisError
 
 from tracker import events, privacy, traffic
@@ -349,7 +350,7 @@ async def pixel_handler(request: web.Request) -> web.StreamResponse:
         PixelRequest(
             request.path,
             request.rel_url.raw_query_string,
-            _utf8_headers(request.headers),
+            _pixel_headers(request.headers),
             request.remote or "",
             request.scheme,
             request.method,
@@ -364,17 +365,23 @@ async def pixel_handler(request: web.Request) -> web.StreamResponse:
     return web_response(recorded.answer)
 
 
-def _utf8_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """aiohttp keeps header bytes that are not UTF-8 as lone surrogates, which no event can
-    store: such values get U+FFFD in their place, so the hit is recorded and answered like any
-    other (the lean path hands these requests to aiohttp, so they all come this way)."""
-    if all(value.isascii() for value in headers.values()):
+def _pixel_headers(headers: CIMultiDictProxy[str]) -> Mapping[str, str]:
+    """aiohttp's headers as the lean path reads them. Header bytes that are not UTF-8 (aiohttp
+    keeps them as lone surrogates, which no event can store) get U+FFFD in their place, so the
+    hit is recorded and answered like any other; the lines of ``X-Forwarded-For`` are joined
+    in order, as ``client_ip`` needs them all. Otherwise aiohttp's own mapping serves."""
+    if all(value.isascii() for value in headers.values()) and (
+        len(headers.getall("X-Forwarded-For", ())) < 2
+    ):
         return headers
     clean: dict[str, str] = {}
     for name, value in headers.items():  # the first of repeated names wins, as on the lean path
-        clean.setdefault(
-            name.lower(), value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        )
+        key = name.lower()
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if key == "x-forwarded-for" and key in clean:
+            clean[key] = f"{clean[key]}, {value}"
+        else:
+            clean.setdefault(key, value)
     return clean
 
 
@@ -506,7 +513,16 @@ async def opt_out(request: web.Request) -> web.Response:
 
 
 async def opt_in(request: web.Request) -> web.Response:
-    """``GET /optin``: expires the opt-out cookie."""
+    """``GET /optin``: expires the opt-out cookie. Only as a visit (a link followed, the address
+    typed): a request a page embeds (``<img src=".../optin">``, ``fetch``) could otherwise undo
+    a person's opt-out behind their back. Browsers say which it is in ``Sec-Fetch-Mode``."""
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None and mode != "navigate":
+        raise ApiError(
+            403,
+            "navigation_required",
+            "opting back in takes visiting this address (a link), not a request from a page",
+        )
     return _cookie_page(request, privacy.opt_in_cookies, opted_out=False)
 
 

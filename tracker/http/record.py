@@ -63,12 +63,12 @@ async def post_record(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     if principal.role not in ("admin", "publisher"):
         raise ApiError(403, "forbidden", f"the {principal.role} role may not record impressions")
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = request.headers.get("Content-Encoding", "").strip().lower() or "identity"
     if encoding not in _ENCODINGS:  # aiohttp would hand the bytes over undecoded
         raise ApiError(
             415,
             "unsupported_content_encoding",
-            f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none",
+            f"Content-Encoding {encoding!r} is not supported; use gzip, deflate, br, zstd or none",
         )
     rejected = check_headers(request.headers.get("Content-Type"), request.content_length)
     if rejected is not None:
