@@ -87,7 +87,7 @@ class Head(NamedTuple):
     raw_query: str
     http10: bool
     keep_alive: bool
-    headers: dict[str, str]  # by lowercase name; the first of repeated headers
+    headers: dict[str, str]  # by lowercase name; the first of repeated ones (X-Forwarded-For: all)
 
 
 def parse_head(raw: bytes) -> Head | None:
@@ -130,8 +130,9 @@ def parse_head(raw: bytes) -> Head | None:
 
 
 def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
-    """(values by lowercase name, the first of repeated ones; Connection tokens; number of Host
-    headers), or None to hand off. A plain dict: the pixel path looks names up in lowercase."""
+    """(values by lowercase name, the first of repeated ones but X-Forwarded-For's lines joined;
+    Connection tokens; number of Host headers), or None to hand off. A plain dict: the pixel path
+    looks names up in lowercase."""
     headers: dict[str, str] = {}
     tokens: set[str] = set()
     hosts = 0
