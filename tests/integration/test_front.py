@@ -187,6 +187,18 @@ async def test_a_long_pixel_url_within_the_parameter_limits_gets_its_image(
     assert event.subs["sub8"] == "A" * 512
 
 
+async def test_raw_utf8_in_a_pixel_query_still_gets_the_image_and_is_recorded(
+    port: int, store: EventStore
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imp?aid=1&oid=2&sub1=café&sub2=東京"))
+    status, _, body = await read_response(reader)
+    writer.close()
+    assert (status, body) == (200, TRANSPARENT_GIF)
+    [event] = await impressions(store)
+    assert event.subs == {"sub1": "café", "sub2": "東京"}
+
+
 async def test_a_request_line_over_the_limit_gets_a_json_4xx(port: int, store: EventStore) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(get("/imp?aid=1&oid=2&sub1=" + "x" * (MAX_LINE + 10)))

@@ -181,6 +181,14 @@ def test_an_encoded_redir_with_spaces_or_non_ascii_is_encoded_again() -> None:
     assert (q.redirect_problem, q.reason) == ("", "")
 
 
+def test_a_raw_utf8_redir_is_encoded() -> None:
+    q = parse_imptr("id=1&redir=https://www.shop.example/café?q=東京&id={impression_id}")
+    assert q.redirect == (
+        "https://www.shop.example/caf%C3%A9?q=%E6%9D%B1%E4%BA%AC&id=%7Bimpression_id%7D"
+    )
+    assert (q.redirect_problem, q.reason) == ("", "")
+
+
 @pytest.mark.parametrize("macro", ["[REDIRECT_URL]", "${CLICK_URL}", "%%CLICK_URL%%"])
 def test_an_unexpanded_redir_macro_means_no_redirect(macro: str) -> None:
     q = parse_imptr(f"id=1&ancost=[ANCOST]&cachebuster=[CACHEBUSTER]&t=2&redir={macro}")

@@ -96,7 +96,8 @@ def parse_head(raw: bytes) -> Head | None:
     not GET/HEAD, not HTTP/1.x, a body or a framing header, an HTTP/1.1 request without exactly one
     Host, a line over ``MAX_LINE``, a bare CR or LF or another control character (a tab too, though
     legal in a value: aiohttp reads those few), a header name
-    that is not a token, a folded line, bytes that are not UTF-8. Strict on purpose: a head both
+    that is not a token, a folded line, bytes that are not UTF-8 (UTF-8 text in the query is
+    fine, in the path not). Strict on purpose: a head both
     parsers would not read alike could smuggle a request past a proxy in front."""
     try:
         text = raw.decode("utf-8")
@@ -116,7 +117,9 @@ def parse_head(raw: bytes) -> Head | None:
     path, _, query = target.partition("?")
     if path not in _PATHS or method not in _METHODS or version not in _VERSIONS:
         return None
-    if not target.isascii() or not target.isprintable() or "#" in target:
+    # A query may carry raw UTF-8 (a non-browser client that did not percent-encode): it is
+    # read as the decoded text it is; aiohttp's parser would refuse it with a 400.
+    if not path.isascii() or not target.isprintable() or "#" in target:
         return None
     fields = _fields(lines[1:])
     if fields is None:

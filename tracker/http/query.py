@@ -197,6 +197,11 @@ def _redirect(target: str) -> tuple[str, Problem | None]:
         if _CONTROL.search(decoded):  # an encoded CR/LF: header injection, never a URL
             return "", "invalid_value"
         target = quote(decoded, safe=_URL_SAFE)
+    elif not target.isascii():  # raw UTF-8 (the lean path reads it): encoded, as a browser would
+        try:
+            target = quote(target, safe=_URL_SAFE)
+        except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8
+            return "", "invalid_encoding"
     if len(target) > MAX_REDIRECT_CHARS:
         return "", "too_long"
     if not is_safe_location(target):
