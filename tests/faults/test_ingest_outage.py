@@ -44,49 +44,72 @@ async def _setup(api: TestClient[Any, Any], store: EventStore) -> str:
     return f"/imp?aid={aff['id']}&oid={offer['id']}"
 
 
-async def test_pixels_spool_while_redis_is_down_and_drain_exactly_once(
-    any_server: EmbeddedRedis, any_store: EventStore, tmp_path: Path
-) -> None:
-    store = any_store
-    settings = Settings(data_dir=tmp_path / "var")
-    acked: list[str] = []
-    failures: Counter[int] = Counter()
-    async with (
-        TestClient(FrontTestServer(create_app(store, settings))) as api,
-        aiohttp.ClientSession() as browsers,  # pixel-only connections: the lean path
-    ):
-        url = api.make_url(await _setup(api, store))
-        stop_at = time.monotonic() + 5.0
+class _Browsers:
+    """16 visitors asking for a pixel over pixel-only connections (the lean path) until a time:
+    the ids answered 200, the other statuses, and the slowest answer."""
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.failures: Counter[int] = Counter()
+        self.slowest = 0.0
+
+    async def run(self, session: aiohttp.ClientSession, url: Any, seconds: float) -> None:
+        stop_at = time.monotonic() + seconds
 
         async def visitor() -> None:
             while time.monotonic() < stop_at:
-                async with browsers.get(url, headers=BROWSER) as r:
+                started = time.monotonic()
+                async with session.get(url, headers=BROWSER) as r:
                     await r.read()
                     assert r.headers["Server"] == "tracker"
+                self.slowest = max(self.slowest, time.monotonic() - started)
                 if r.status == 200:
-                    acked.append(r.headers["X-Impression-Id"])
+                    self.acked.append(r.headers["X-Impression-Id"])
                 else:
-                    failures[r.status] += 1
+                    self.failures[r.status] += 1
 
-        load = asyncio.gather(*(visitor() for _ in range(16)))
-        await asyncio.sleep(1.5)
-        before_outage = len(acked)
-        any_server.kill()  # SIGKILL under load
-        await asyncio.sleep(1.5)
-        during_outage = len(acked) - before_outage
-        any_server.start()
-        await load
-        deadline = time.monotonic() + 30
-        while spool_files(spool_dir(settings.data_dir)):
-            assert time.monotonic() < deadline, "the spool was not drained"
-            await asyncio.sleep(0.2)
-    assert not failures, failures
-    assert during_outage > 0  # pixels kept answering while Redis was down (spooled)
+        await asyncio.gather(*(visitor() for _ in range(16)))
+
+
+async def _until_drained(settings: Settings) -> None:
+    deadline = time.monotonic() + 30
+    while spool_files(spool_dir(settings.data_dir)):
+        assert time.monotonic() < deadline, "the spool was not drained"
+        await asyncio.sleep(0.2)
+
+
+async def _assert_each_logged_once(store: EventStore, acked: list[str]) -> None:
     logged = await _logged_ids(store)
     missing = [i for i in acked if i not in logged]
     twice = [i for i, n in logged.items() if n > 1]
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged impressions lost"
     assert not twice, f"{len(twice)} impressions logged more than once"
+
+
+async def test_pixels_spool_while_redis_is_down_and_drain_exactly_once(
+    any_server: EmbeddedRedis, any_store: EventStore, tmp_path: Path
+) -> None:
+    store = any_store
+    settings = Settings(data_dir=tmp_path / "var")
+    browsers = _Browsers()
+    async with (
+        TestClient(FrontTestServer(create_app(store, settings))) as api,
+        aiohttp.ClientSession() as session,
+    ):
+        load = asyncio.ensure_future(
+            browsers.run(session, api.make_url(await _setup(api, store)), 5.0)
+        )
+        await asyncio.sleep(1.5)
+        before_outage = len(browsers.acked)
+        any_server.kill()  # SIGKILL under load
+        await asyncio.sleep(1.5)
+        during_outage = len(browsers.acked) - before_outage
+        any_server.start()
+        await load
+        await _until_drained(settings)
+    assert not browsers.failures, browsers.failures
+    assert during_outage > 0  # pixels kept answering while Redis was down (spooled)
+    await _assert_each_logged_once(store, browsers.acked)
 
 
 async def test_batch_answers_503_while_down_and_retries_land_once(
@@ -144,48 +167,26 @@ async def test_pixels_answer_within_the_deadline_while_redis_hangs_and_land_once
     when Redis wakes up, or are fenced by the drainer first: either way each hit lands once."""
     store = any_store
     settings = Settings(data_dir=tmp_path / "var")
-    acked: list[str] = []
-    slowest = 0.0
-    failures: Counter[int] = Counter()
+    browsers = _Browsers()
     assert any_server.process is not None
     async with (
         TestClient(FrontTestServer(create_app(store, settings))) as api,
-        aiohttp.ClientSession() as browsers,
+        aiohttp.ClientSession() as session,
     ):
-        url = api.make_url(await _setup(api, store))
-        stop_at = time.monotonic() + 9.0
-
-        async def visitor() -> None:
-            nonlocal slowest
-            while time.monotonic() < stop_at:
-                started = time.monotonic()
-                async with browsers.get(url, headers=BROWSER) as r:
-                    await r.read()
-                slowest = max(slowest, time.monotonic() - started)
-                if r.status == 200:
-                    acked.append(r.headers["X-Impression-Id"])
-                else:
-                    failures[r.status] += 1
-
-        load = asyncio.gather(*(visitor() for _ in range(16)))
+        load = asyncio.ensure_future(
+            browsers.run(session, api.make_url(await _setup(api, store)), 9.0)
+        )
         await asyncio.sleep(1.5)
         any_server.process.send_signal(signal.SIGSTOP)
         try:
-            before = len(acked)
+            before = len(browsers.acked)
             await asyncio.sleep(6.0)  # longer than the deadline, shorter than the 10 s timeout
-            during_hang = len(acked) - before
+            during_hang = len(browsers.acked) - before
         finally:
             any_server.process.send_signal(signal.SIGCONT)
         await load
-        deadline = time.monotonic() + 30
-        while spool_files(spool_dir(settings.data_dir)):
-            assert time.monotonic() < deadline, "the spool was not drained"
-            await asyncio.sleep(0.2)
-    assert not failures, failures
+        await _until_drained(settings)
+    assert not browsers.failures, browsers.failures
     assert during_hang > 0  # answered while Redis hung (spooled)
-    assert slowest < PIXEL_DEADLINE_S + 2.0, f"a pixel waited {slowest:.1f} s"
-    logged = await _logged_ids(store)
-    missing = [i for i in acked if i not in logged]
-    twice = [i for i, n in logged.items() if n > 1]
-    assert not missing, f"{len(missing)} of {len(acked)} acknowledged impressions lost"
-    assert not twice, f"{len(twice)} impressions logged more than once"
+    assert browsers.slowest < PIXEL_DEADLINE_S + 2.0, f"a pixel waited {browsers.slowest:.1f} s"
+    await _assert_each_logged_once(store, browsers.acked)

@@ -286,19 +286,21 @@ async def test_xandr_tracker_image_js_and_ancost(api: Client, store: EventStore)
     )
 
 
+async def with_redir(api: Client, tracker_id: Any, target: str) -> Any:
+    """A Xandr tracker hit whose ``redir`` is ``target`` (as it stands in the URL)."""
+    url = f"/imptr?id={tracker_id}&redir={target}"
+    return await api.get(url, headers=BROWSER, allow_redirects=False)
+
+
 async def test_xandr_redirect_only_to_allowed_hosts(api: Client, store: EventStore) -> None:
     t = await tracker_setup(api, store, redirect_hosts=[".shop.example"])
-    allowed = await api.get(
-        f"/imptr?id={t['id']}&redir=https://www.shop.example/land?a=1&imp={{impression_id}}",
-        headers=BROWSER,
-        allow_redirects=False,
+    allowed = await with_redir(
+        api, t["id"], "https://www.shop.example/land?a=1&imp={impression_id}"
     )
     assert allowed.status == 302
     iid = allowed.headers["X-Impression-Id"]
     assert allowed.headers["Location"] == f"https://www.shop.example/land?a=1&imp={iid}"
-    refused = await api.get(
-        f"/imptr?id={t['id']}&redir=https://evil.example/", headers=BROWSER, allow_redirects=False
-    )
+    refused = await with_redir(api, t["id"], "https://evil.example/")
     assert refused.status == 200
     assert await refused.read() == TRANSPARENT_GIF
     by_id = {e.impression_id: e for e in await logged(store)}
@@ -320,16 +322,10 @@ async def test_an_encoded_target_with_spaces_redirects_and_a_bad_one_still_count
     api: Client, store: EventStore
 ) -> None:
     t = await tracker_setup(api, store, redirect_hosts=[".shop.example"])
-    good = await api.get(
-        f"/imptr?id={t['id']}&redir=https%3A%2F%2Fwww.shop.example%2Fa%20b%2Fcaf%C3%A9",
-        headers=BROWSER,
-        allow_redirects=False,
-    )
+    good = await with_redir(api, t["id"], "https%3A%2F%2Fwww.shop.example%2Fa%20b%2Fcaf%C3%A9")
     assert good.status == 302
     assert good.headers["Location"] == "https://www.shop.example/a%20b/caf%C3%A9"
-    bad = await api.get(
-        f"/imptr?id={t['id']}&redir=javascript:alert(1)", headers=BROWSER, allow_redirects=False
-    )
+    bad = await with_redir(api, t["id"], "javascript:alert(1)")
     assert (bad.status, bad.headers["Content-Type"]) == (200, "image/gif")
     by_id = {e.impression_id: e for e in await logged(store)}
     assert by_id[good.headers["X-Impression-Id"]].verdict == "counted"
