@@ -34,7 +34,6 @@ import msgspec
 import structlog
 
 from tracker import events
-from tracker.eventstore import keys
 from tracker.eventstore.store import FENCE, FENCE_TTL_S, Claim, EventStore
 from tracker.ids import new_uuid7_hex
 from tracker.projections import impressions
@@ -318,28 +317,29 @@ async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:
     runs, and changes nothing; so appending the record cannot double it. A token already
     fenced (an earlier drain, or another record of the same call) means the call never ran."""
     pipe = store.client.pipeline(transaction=False)
-    none = keys.META + ":none"
+    at: list[
+        tuple[int | None, int | None]
+    ] = []  # per record: where its token and lookup replies are
+    n = 0
     for record in records:
+        token_at = lookup_at = None
         if record.group_token:
             pipe.set(record.group_token, FENCE, nx=True, ex=FENCE_TTL_S)
             pipe.get(record.group_token)
-        else:
-            pipe.exists(none)
-            pipe.get(none)
+            token_at, n = n + 1, n + 2
         event = events.decode(record.event)
         if isinstance(event, events.ImpressionSeen):
-            part = store.partition_of(event)
-            pipe.exists(impressions.record_key(part, event.impression_id))
-        else:
-            pipe.exists(none)
+            pipe.exists(impressions.record_key(store.partition_of(event), event.impression_id))
+            lookup_at, n = n, n + 1
+        at.append((token_at, lookup_at))
     found = await pipe.execute()
     fence = FENCE.encode()
-    landed = set()
-    for i in range(len(records)):
-        token_value, in_lookup = found[3 * i + 1], found[3 * i + 2]
-        if (token_value is not None and token_value != fence) or in_lookup:
-            landed.add(i)
-    return landed
+    return {
+        i
+        for i, (token_at, lookup_at) in enumerate(at)
+        if (token_at is not None and found[token_at] not in (None, fence))
+        or (lookup_at is not None and found[lookup_at])
+    }
 
 
 async def drain(

@@ -182,22 +182,24 @@ def _split_redir(raw: str) -> tuple[str, str | None]:
 _URL_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
 
 
-def _redirect(target: str) -> tuple[str, Problem | None]:
-    """(the target, None), or ("", the problem with it). A target wholly percent-encoded
-    (``https%3A%2F%2F…``) is decoded once, and what a URL cannot hold as is (spaces, non-ASCII
-    characters) is encoded again. An ad server's unexpanded macro (``[REDIRECT_URL]``) is no
-    target. A bad target never makes the hit malformed: the pixel answers instead of
-    redirecting, and the event records why (``redirect_refused``)."""
+def _redirect(target: str) -> tuple[str, str]:
+    """(the target, ""), or ("", the problem with it). A target wholly percent-encoded
+    (``https%3A%2F%2F…``) is decoded once; then what a URL cannot hold as is (spaces, non-ASCII
+    characters) is encoded again (a raw target only when it has non-ASCII: the lean path reads
+    raw UTF-8). An ad server's unexpanded macro (``[REDIRECT_URL]``) is no target. A bad target
+    never makes the hit malformed: the pixel answers instead of redirecting, and the event
+    records why (``redirect_refused``)."""
     if _MACRO.fullmatch(target):
-        return "", None
+        return "", ""
+    encode = not target.isascii()
     if target[:8].lower().startswith(("http%3a", "https%3a")):
         decoded = _decode(target)
         if decoded is None:
             return "", "invalid_encoding"
-        if _CONTROL.search(decoded):  # an encoded CR/LF: header injection, never a URL
-            return "", "invalid_value"
-        target = quote(decoded, safe=_URL_SAFE)
-    elif not target.isascii():  # raw UTF-8 (the lean path reads it): encoded, as a browser would
+        target, encode = decoded, True
+    if _CONTROL.search(target):  # e.g. an encoded CR/LF: header injection, never a URL
+        return "", "invalid_value"
+    if encode:
         try:
             target = quote(target, safe=_URL_SAFE)
         except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8
@@ -206,7 +208,7 @@ def _redirect(target: str) -> tuple[str, Problem | None]:
         return "", "too_long"
     if not is_safe_location(target):
         return "", "invalid_value"
-    return target, None
+    return target, ""
 
 
 def _media_cost(values: dict[str, str], problems: list[Malformed]) -> str:
@@ -230,7 +232,7 @@ def parse_imptr(raw: str) -> ImptrQuery:
     if kind not in ("", "1", "2"):
         problems.append(Malformed("t", "invalid_value"))
     media_cost = _media_cost(values, problems)
-    redirect, redirect_problem = _redirect(target) if target else ("", None)
+    redirect, redirect_problem = _redirect(target) if target else ("", "")
     return ImptrQuery(
         tracker_id=values.get("id", ""),
         code=values.get("code", ""),
@@ -238,7 +240,7 @@ def parse_imptr(raw: str) -> ImptrQuery:
         cachebuster=values.get("cachebuster", ""),
         media_cost=media_cost,
         redirect=redirect,
-        redirect_problem=redirect_problem or "",
+        redirect_problem=redirect_problem,
         redirect_sig=values.get("sig", ""),
         gdpr=_gdpr(values),
         gdpr_consent=values.get("gdpr_consent", ""),

@@ -108,7 +108,7 @@ async def post_record(request: web.Request) -> web.Response:
             items.append((event, scope + key if key is not None else None))
     try:
         results = await asyncio.wait_for(store.append_many(items), BATCH_DEADLINE_S)
-    except (AppendUncertain, RedisError, OSError, TimeoutError) as exc:
+    except (AppendUncertain, RedisError, OSError) as exc:  # OSError: wait_for's TimeoutError too
         logger.warning("batch_unavailable", error=str(exc), impressions=len(items))
         response = error_response(
             503,
