@@ -406,6 +406,31 @@ async def test_bad_posts_write_nothing(
     assert await store.length(keys.CONFIG) == before
 
 
+async def test_json_nested_too_deeply_is_a_400_on_every_json_endpoint(
+    api: Client, store: EventStore
+) -> None:
+    """msgspec decodes nested values recursively: ~5,000 levels raise RecursionError, which was
+    a 500 (the Xandr endpoint out of its envelope, too)."""
+    h = {**await make_token(store, tenant="958"), "Content-Type": "application/json"}
+    n = await network(api, h, "A", [("L", "P")])
+    deep = "[" * 5000 + "]" * 5000
+    before = await store.length(keys.CONFIG)
+    r = await api.post(
+        f"/imptracker?advertiser_id={n['A']}",
+        data='{"imptracker": {"name": "x", "clicktracker": ' + deep + "}}",
+        headers=h,
+    )
+    response = (await r.json())["response"]
+    assert (r.status, response["error_id"]) == (400, "SYNTAX"), response
+    r = await api.post("/advertisers", data='{"name": ' + deep + "}", headers=h)
+    assert (r.status, (await r.json())["error"]["code"]) == (422, "invalid_body")  # typed first
+    r = await api.post(
+        "/publisher.v1/impression/record", data='{"impressions": ' + deep + "}", headers=h
+    )
+    assert (r.status, (await r.json())["error"]["code"]) == (400, "invalid_json")
+    assert await store.length(keys.CONFIG) == before
+
+
 async def test_auth_tenants_and_roles(api: Client, store: EventStore) -> None:
     h = await make_token(store, tenant="958")
     n = await network(api, h, "A", [("L", "P")])

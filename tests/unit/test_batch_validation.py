@@ -220,6 +220,25 @@ def test_invalid_json_is_400(raw: bytes) -> None:
     assert (r.status, r.code) == (400, "invalid_json")
 
 
+DEEP = b"[" * 5000 + b"]" * 5000  # 10 KB, nested past Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"impressions": ' + DEEP + b"}",
+        b'{"impressions": [{"member_id": "m", "creative_id": "c", "ad_unit_id": "a", "x": '
+        + DEEP
+        + b"}]}",
+        b'{"other": ' + DEEP + b', "impressions": []}',
+    ],
+)
+def test_a_body_nested_too_deeply_is_400_not_500(raw: bytes) -> None:
+    r = rejected(validate(raw, NOW))
+    assert (r.status, r.code) == (400, "invalid_json")
+    assert "too deeply" in r.message
+
+
 def test_invalid_utf8_is_400_not_500() -> None:
     raw = b'{"impressions": [{"member_id": "\xff", "creative_id": "c", "ad_unit_id": "a"}]}'
     r = rejected(validate(raw, NOW))

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from tracker.http.errors import TOO_DEEP
+
 MAX_IMPRESSIONS: Final = 5_000
 # 5,000 items with every field at its longest take ~4 MB when the ids are ASCII; non-Latin ids
 # at their longest (3 bytes a character, 6 when \u-escaped) can exceed it: fewer items then.
@@ -180,6 +182,8 @@ def _lenient(body: bytes, now: datetime) -> Rejected:
         doc: Any = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return _reject(INVALID_JSON, f"the body is not valid JSON: {exc}")
+    except RecursionError:  # msgspec decodes nested values recursively
+        return _reject(INVALID_JSON, TOO_DEEP)
     if not isinstance(doc, dict):
         return _reject(VALIDATION_FAILED, "invalid body", [FieldError("$", "expected an object")])
     errors = [FieldError(f"$.{name}", "unknown field") for name in doc if name != "impressions"]
@@ -209,7 +213,7 @@ def validate(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
         return _too_large()
     try:
         items = _fast_decoder.decode(body).impressions
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return _iso(body, now)
     for i, item in enumerate(items):
         stamp = item.occurred_at
@@ -231,7 +235,7 @@ def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
     every problem named."""
     try:
         request = _iso_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return _lenient(body, now)
     valid: list[ValidImpression] = []
     for item in request.impressions:

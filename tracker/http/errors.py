@@ -18,6 +18,9 @@ HTTP_CODES: Final = {
     422: "unprocessable_entity",
     431: "request_header_fields_too_large",
 }
+# msgspec decodes nested values recursively: a body nested deeper than Python's recursion limit
+# (a 2 KB body of "[[[[...") raises RecursionError, which every JSON endpoint answers with 400.
+TOO_DEEP: Final = "the body nests arrays or objects too deeply to be read"
 
 
 def error_code(status: int) -> str:

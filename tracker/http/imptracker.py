@@ -23,7 +23,7 @@ from tracker.config.writer import CONFIG_WRITER
 from tracker.eventstore import keys
 from tracker.http.config_api import expected_version
 from tracker.http.config_common import authenticate, require_admin, save, synced, visible
-from tracker.http.errors import ApiError
+from tracker.http.errors import TOO_DEEP, ApiError
 from tracker.projections.config import ConfigState
 
 MAX_ELEMENTS: Final = 100
@@ -139,6 +139,8 @@ async def _decode(request: web.Request) -> ImptrackerBody:
         raise ApiError(400, "invalid_body", f"invalid imptracker: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_json", f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", TOO_DEEP) from None
 
 
 def _tag_id(tag: Ref | list[Ref] | None) -> int | None:
