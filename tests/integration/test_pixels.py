@@ -209,6 +209,19 @@ async def test_duplicate_imp_id_within_a_day_is_not_counted(api: Client, store: 
     assert by_id[other.headers["X-Impression-Id"]].verdict == "counted"
 
 
+async def test_leading_zeros_name_the_same_offer_and_affiliate(
+    api: Client, store: EventStore
+) -> None:
+    s = await offer_setup(api, store)
+    first = await api.get(f"/imp?aid={s['aff']}&oid={s['offer']}&imp_id=z-1", headers=BROWSER)
+    padded = await api.get(f"/imp?aid=0{s['aff']}&oid=00{s['offer']}&imp_id=z-1", headers=BROWSER)
+    by_id = {e.impression_id: e for e in await logged(store)}
+    event = by_id[padded.headers["X-Impression-Id"]]
+    assert (event.offer_id, event.affiliate_id) == (str(s["offer"]), str(s["aff"]))
+    assert (event.verdict, event.reason) == ("not_counted", "duplicate_imp_id")
+    assert by_id[first.headers["X-Impression-Id"]].verdict == "counted"
+
+
 async def test_duplicate_imp_id_is_caught_for_hits_spooled_while_redis_fails(
     api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

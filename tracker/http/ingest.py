@@ -204,11 +204,12 @@ class Pixels:
                 fields=fields,
             )
         else:
-            decision = _decide_offer(state, q.offer_id, q.affiliate_id)
+            offer_id, affiliate_id = _canonical_id(q.offer_id), _canonical_id(q.affiliate_id)
+            decision = _decide_offer(state, offer_id, affiliate_id)
             offer = decision.offer
             fields |= {
-                "offer_id": q.offer_id,
-                "affiliate_id": q.affiliate_id,
+                "offer_id": offer_id,
+                "affiliate_id": affiliate_id,
                 "advertiser_id": str(offer.advertiser_id) if offer else "",
                 "subs": q.subs,
             }
@@ -217,7 +218,7 @@ class Pixels:
                 tenant=tenant,
                 reason=q.reason or decision.reason,
                 fields=fields,
-                claim_scope=f"{tenant}:{q.offer_id}",
+                claim_scope=f"{tenant}:{offer_id}",
             )
         hit.gdpr, hit.gdpr_consent = q.gdpr, q.gdpr_consent
         return hit
@@ -408,6 +409,15 @@ def _host_of(url: str) -> str:
         return (URL(url).host or "").lower()
     except ValueError:
         return ""
+
+
+def _canonical_id(raw: str) -> str:
+    """A numeric id without leading zeros (``oid=007`` is offer 7): eligibility reads the number,
+    so the event, the duplicate ``imp_id`` claim and the lookup keys must name it alike, or
+    ``oid=01`` would pass a duplicate off as new. Anything else is kept as given."""
+    if len(raw) > 1 and raw[0] == "0" and raw.isascii() and raw.isdigit():
+        return raw.lstrip("0") or "0"
+    return raw
 
 
 def _decide_offer(state: ConfigState, offer_id: str, affiliate_id: str) -> Decision:
