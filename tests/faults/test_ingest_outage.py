@@ -18,7 +18,8 @@ from tracker.events import ImpressionSeen
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.spool import spool_dir, spool_files
 from tracker.eventstore.store import EventStore
-from tracker.http.app import create_app
+from tracker.http.app import READY_TIMEOUT_S, create_app
+from tracker.http.impressions import LOOKUP_TIMEOUT_S
 from tracker.http.ingest import PIXEL_DEADLINE_S
 from tracker.settings import Settings
 
@@ -190,3 +191,35 @@ async def test_pixels_answer_within_the_deadline_while_redis_hangs_and_land_once
     assert during_hang > 0  # answered while Redis hung (spooled)
     assert browsers.slowest < PIXEL_DEADLINE_S + 2.0, f"a pixel waited {browsers.slowest:.1f} s"
     await _assert_each_logged_once(store, browsers.acked)
+
+
+async def test_readiness_and_lookups_answer_503_while_redis_hangs(
+    one_server: EmbeddedRedis, one_store: EventStore, tmp_path: Path
+) -> None:
+    """A hung Redis must make /readyz say 503 within its own deadline (a probe gives up after a
+    few seconds), and an impression lookup answer 503 instead of holding the request ~40 s."""
+    store = one_store
+    assert one_server.process is not None
+    async with TestClient(TestServer(create_app(store, Settings(data_dir=tmp_path)))) as api:
+        h = await make_token(store)
+        pixel = await api.get(await _setup(api, store), headers=BROWSER)
+        impression_id = pixel.headers["X-Impression-Id"]
+        assert (await api.get("/readyz")).status == 200
+        one_server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            ready = await api.get("/readyz")
+            ready_s = time.monotonic() - started
+            ready_body = await ready.json()
+            started = time.monotonic()
+            found = await api.get(f"/impressions/{impression_id}", headers=h)
+            lookup_s = time.monotonic() - started
+            found_body = await found.json()
+        finally:
+            one_server.process.send_signal(signal.SIGCONT)
+        assert (ready.status, ready_body["error"]["code"]) == (503, "redis_unavailable")
+        assert ready_s < READY_TIMEOUT_S + 1.0
+        assert (found.status, found_body["error"]["code"]) == (503, "unavailable")
+        assert found.headers["Retry-After"] == "1"
+        assert lookup_s < LOOKUP_TIMEOUT_S + 1.0
+        assert (await api.get("/readyz")).status == 200  # and ready again once Redis answers

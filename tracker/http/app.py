@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -68,12 +69,21 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+# How long /readyz waits for Redis's PING: a hung Redis (no error, no answer) is not ready, and a
+# probe must get its answer before its own timeout (Kubernetes' default is 1 s, most use 1-5 s).
+READY_TIMEOUT_S = 2.0
+
+
 async def readyz(request: web.Request) -> web.Response:
     store = request.app[STORE]
     try:
-        await store.client.ping()
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await store.client.ping()
     except RedisError as exc:
         return error_response(503, "redis_unavailable", str(exc))
+    except TimeoutError:
+        message = f"Redis did not answer PING within {READY_TIMEOUT_S:g} s"
+        return error_response(503, "redis_unavailable", message)
     failure = request.app[LIVE_CONFIG].failure
     if (
         failure is not None

@@ -7,11 +7,13 @@ HMAC tag does not verify under the server key is 400 ``invalid_impression_id`` w
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker.eventstore import lookup
 from tracker.eventstore.store import EventStore
@@ -23,6 +25,9 @@ from tracker.projections.impressions import ImpressionRecord
 
 LOOKUP_STORE = web.AppKey("lookup_store", EventStore)
 _ID_RE: Final = re.compile(f"[0-9a-f]{{{IMPRESSION_ID_LENGTH}}}")
+# A hung Redis (no error, no answer) would hold the request for the socket timeout times the
+# retries (~40 s): past this, the middleware answers 503 with Retry-After, as for Redis errors.
+LOOKUP_TIMEOUT_S = 5.0
 
 
 def setup_impressions(app: web.Application, store: EventStore) -> None:
@@ -70,7 +75,12 @@ async def get_impression(request: web.Request) -> web.Response:
             "not an impression id of this tracker (wrong length, characters or signature)",
         )
     store = request.app[LOOKUP_STORE]
-    record = await lookup.get_record(store.client, store.partitions, impression_id)
+    try:
+        async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+            record = await lookup.get_record(store.client, store.partitions, impression_id)
+    except TimeoutError:
+        message = f"the impression lookup did not answer within {LOOKUP_TIMEOUT_S:g} s"
+        raise RedisTimeoutError(message) from None
     if record is None or record.tenant != principal.tenant:
         raise ApiError(404, "not_found", f"no impression {impression_id} (or it has expired)")
     return web.json_response(record_json(record))
