@@ -21,7 +21,7 @@ from tracker.eventstore.spool import spool_dir, spool_files
 from tracker.eventstore.store import EventStore
 from tracker.http.app_keys import SETTINGS
 from tracker.http.ingest import IMPRESSION_IDS, PIXELS
-from tracker.http.pixel import TRANSPARENT_GIF
+from tracker.http.pixel import JS_BODY, NO_CACHE_HEADERS, TRANSPARENT_GIF
 
 Client = TestClient[Any, Any]
 BROWSER = {
@@ -249,6 +249,32 @@ async def test_duplicate_imp_id_is_caught_for_hits_spooled_while_redis_fails(
     for r in spooled:  # the claim was taken when the spool drained
         event = by_id[r.headers["X-Impression-Id"]]
         assert (event.verdict, event.reason) == ("not_counted", "duplicate_imp_id")
+
+
+async def test_a_hit_neither_redis_nor_the_spool_took_is_a_503_pixel_without_id_or_cookie(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = await tracker_setup(api, store)
+
+    def unavailable(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RedisConnectionError("Connection refused"))
+        return failed
+
+    async def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "submit", unavailable)
+    monkeypatch.setattr(api.app[PIXELS].spool, "write_many", disk_full)
+    r = await api.get(f"/imptr?id={n['id']}&t=1", headers=BROWSER)
+    assert r.status == 503
+    assert r.headers["Retry-After"] == "1"
+    assert r.headers["Content-Type"].startswith("application/javascript")
+    assert await r.read() == JS_BODY  # the page's script tag still gets a script
+    for name, value in NO_CACHE_HEADERS.items():
+        assert r.headers[name] == value
+    assert "Set-Cookie" not in r.headers  # nothing was stored: no id, no visitor
+    assert "X-Impression-Id" not in r.headers
 
 
 async def test_gdpr_without_consent_sets_no_cookie_and_truncates_ip(

@@ -34,10 +34,8 @@ from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_common import authenticate, require_admin
 from tracker.http.errors import ApiError
 from tracker.http.pixel import (
-    GIF_CONTENT_TYPE,
     IMPRESSION_ID_HEADER,
     NO_CACHE_HEADERS,
-    TRANSPARENT_GIF,
     PixelAnswer,
     is_safe_location,
     pixel_answer,
@@ -325,11 +323,10 @@ class Pixels:
         reason = DUPLICATE_IMP_ID if verdict != event.verdict else event.reason
         extra = {IMPRESSION_ID_HEADER: impression_id}
         if status != 200:  # neither Redis nor the spool took it: say so, keep the page whole
-            extra["Retry-After"] = "1"
-            answer = PixelAnswer(
-                status, [("Content-Type", GIF_CONTENT_TYPE), *extra.items()], TRANSPARENT_GIF
-            )
-        elif hit.redirect:
+            # (the image or script all the same, uncacheable; no id or cookie: nothing was stored)
+            answer = pixel_answer(hit.javascript, {"Retry-After": "1"})._replace(status=status)
+            return Recorded(answer, impression_id, verdict, reason, hit.tenant)
+        if hit.redirect:
             target = _IMPRESSION_MACRO.sub(impression_id, hit.redirect)
             try:
                 answer = redirect_answer(target, extra)
