@@ -94,13 +94,15 @@ class ImpressionIds:
             low -= partitions
         return body[: _ROUTE_SLICE.start] + f"{low:012x}"
 
-    def sign_redirect(self, target: str) -> str:
-        """A signature letting ``/imptr`` redirect to ``target`` (``sig=`` before ``redir=``)."""
-        mac = hmac.new(self._key, b"redir\x00" + target.encode(), hashlib.sha256)
-        return mac.hexdigest()[:32]
+    def sign_redirect(self, tenant: str, target: str) -> str:
+        """A signature letting ``/imptr`` redirect to ``target`` (``sig=`` before ``redir=``) on
+        ``tenant``'s trackers only: one tenant's admin cannot open a redirect on another's."""
+        message = b"redir\x00" + tenant.encode() + b"\x00" + target.encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
 
-    def verify_redirect(self, target: str, signature: str) -> bool:
-        return hmac.compare_digest(signature.encode(), self.sign_redirect(target).encode())
+    def verify_redirect(self, tenant: str, target: str, signature: str) -> bool:
+        expected = self.sign_redirect(tenant, target)
+        return hmac.compare_digest(signature.encode(), expected.encode())
 
     def verify(self, impression_id: str) -> bool:
         if len(impression_id) != IMPRESSION_ID_LENGTH:

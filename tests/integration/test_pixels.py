@@ -387,6 +387,19 @@ async def test_signed_redirect_is_followed_off_the_allow_list(
         f"/imptr?id={t['id']}&sig={'0' * 32}&redir={target}", headers=BROWSER, allow_redirects=False
     )
     assert forged.status == 200
+    # another tenant's admin signs for its own trackers only, and no tracker id that does not
+    # exist redirects: a signature is no open redirect on someone else's domain
+    stranger = await make_token(store, tenant="other")
+    theirs = await ok(
+        await api.get("/redirect-signature", params={"url": target}, headers=stranger)
+    )
+    for query in (f"id={t['id']}&{theirs['query']}", f"id=987654&{signed['query']}"):
+        refused = await api.get(f"/imptr?{query}", headers=BROWSER, allow_redirects=False)
+        assert refused.status == 200
+        event = next(
+            e for e in await logged(store) if e.impression_id == refused.headers["X-Impression-Id"]
+        )
+        assert event.redirect_refused == "redirect_not_allowed"
     publisher = await make_token(store, role="publisher:1")
     denied = await api.get("/redirect-signature", params={"url": target}, headers=publisher)
     assert denied.status == 403

@@ -253,9 +253,15 @@ class Pixels:
         if q.redirect_problem:
             fields["redirect_refused"] = REDIRECT_MALFORMED
         elif q.redirect:
-            allowed = tracker.redirect_hosts if tracker is not None else ()
-            signed = bool(q.redirect_sig) and self.ids.verify_redirect(q.redirect, q.redirect_sig)
-            if signed or redirect_allowed(q.redirect, allowed):
+            # an unknown tracker never redirects; a signature holds for its tenant's trackers
+            signed = (
+                tracker is not None
+                and bool(q.redirect_sig)
+                and self.ids.verify_redirect(tracker.tenant, q.redirect, q.redirect_sig)
+            )
+            if signed or (
+                tracker is not None and redirect_allowed(q.redirect, tracker.redirect_hosts)
+            ):
                 redirect = q.redirect
             else:
                 fields["redirect_refused"] = REDIRECT_NOT_ALLOWED
@@ -502,13 +508,15 @@ async def _drain_loop(
 
 
 async def get_redirect_signature(request: web.Request) -> web.Response:
-    """Admin: the ``sig`` that lets ``/imptr`` redirect to ``url`` though its host is not listed."""
+    """Admin: the ``sig`` that lets ``/imptr`` redirect to ``url`` though its host is not listed,
+    on the trackers of the admin's own tenant."""
 
-    require_admin(await authenticate(request))
+    principal = await authenticate(request)
+    require_admin(principal)
     url = request.query.get("url", "")
     if not url or not is_safe_location(url):
         raise ApiError(422, "invalid_url", "url must be an absolute http(s) URL")
-    sig = request.app[IMPRESSION_IDS].sign_redirect(url)
+    sig = request.app[IMPRESSION_IDS].sign_redirect(principal.tenant, url)
     return web.json_response({"url": url, "sig": sig, "query": f"sig={sig}&redir={url}"})
 
 
