@@ -30,9 +30,22 @@ logger = structlog.get_logger()
 # client's retry with the same idempotency keys finds.
 BATCH_DEADLINE_S: Final = 10.0
 
-# What aiohttp decodes (br and zstd need their optional packages: without them aiohttp answers
-# 400 before the handler runs).
-_ENCODINGS: Final = frozenset(("identity", "gzip", "deflate", "br", "zstd"))
+
+def _decodable() -> tuple[str, ...]:
+    """The Content-Encodings aiohttp decodes here: br and zstd only with their optional packages
+    (without them aiohttp answers 400 "Please install ..." to a body it cannot read)."""
+    from aiohttp import compression_utils
+
+    optional = {"br": "HAS_BROTLI", "zstd": "HAS_ZSTD"}
+    return (
+        "gzip",
+        "deflate",
+        *(e for e, flag in optional.items() if getattr(compression_utils, flag, False)),
+    )
+
+
+_DECODABLE: Final = _decodable()
+_ENCODINGS: Final = frozenset(("identity", *_DECODABLE))
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
@@ -68,7 +81,7 @@ async def post_record(request: web.Request) -> web.Response:
         raise ApiError(
             415,
             "unsupported_content_encoding",
-            f"Content-Encoding {encoding!r} is not supported; use gzip, deflate, br, zstd or none",
+            f"Content-Encoding {encoding!r} is not supported; use {', '.join(_DECODABLE)} or none",
         )
     rejected = check_headers(request.headers.get("Content-Type"), request.content_length)
     if rejected is not None:
