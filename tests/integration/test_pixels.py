@@ -325,6 +325,28 @@ async def test_xandr_tracker_image_js_and_ancost(api: Client, store: EventStore)
     )
 
 
+async def test_ancost_overrides_the_trackers_payment_rule(api: Client, store: EventStore) -> None:
+    t = await tracker_setup(api, store)
+    h = await make_token(store)
+    rule = await ok(
+        await api.post(
+            "/payment-rules",
+            json={"name": "R", "publisher_id": t["pub"], "pricing_type": "cpm", "value": "2.5"},
+            headers=h,
+        ),
+        201,
+    )
+    body = {"imptracker": {"payment_rule": {"id": rule["id"]}}}
+    await ok(await api.put(f"/imptracker?id={t['id']}", json=body, headers=h))
+    by_rule = await api.get(f"/imptr?id={t['id']}", headers=BROWSER)
+    own_cost = await api.get(f"/imptr?id={t['id']}&ancost=0.004", headers=BROWSER)
+    by_id = {e.impression_id: e for e in await logged(store)}
+    ruled = by_id[by_rule.headers["X-Impression-Id"]]
+    assert (ruled.payment_rule_id, ruled.media_cost) == (str(rule["id"]), "")
+    overridden = by_id[own_cost.headers["X-Impression-Id"]]
+    assert (overridden.payment_rule_id, overridden.media_cost) == ("", "0.004")
+
+
 async def with_redir(api: Client, tracker_id: Any, target: str) -> Any:
     """A Xandr tracker hit whose ``redir`` is ``target`` (as it stands in the URL)."""
     url = f"/imptr?id={tracker_id}&redir={target}"
