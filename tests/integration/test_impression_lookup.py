@@ -101,6 +101,23 @@ async def test_every_index_after_catching_up(store: EventStore, client: redis.Re
     assert await lookup.recent_by_ip(client, parts, "t1", "198.51.100.1") == []
 
 
+async def test_a_freshpaint_imp_id_is_found_within_its_destination(
+    store: EventStore, client: redis.Redis
+) -> None:
+    parts = store.partitions
+    fp = {"dialect": "freshpaint", "env_id": "t1", "external_imp_id": "FP-1"}
+    dsp, crm = recent(dest_id="dsp", **fp), recent(timedelta(seconds=-1), dest_id="crm", **fp)
+    await store.append_many([dsp, crm])
+    await catch_up(store)
+    assert await lookup.find_by_external_imp_id(client, parts, "t1", "dest:dsp", "FP-1") == (
+        dsp.impression_id  # not overwritten by the later hit for another destination
+    )
+    assert await lookup.find_by_external_imp_id(client, parts, "t1", "dest:crm", "FP-1") == (
+        crm.impression_id
+    )
+    assert await lookup.find_by_external_imp_id(client, parts, "t1", "", "FP-1") is None
+
+
 async def test_counted_impression_wins_the_external_id(
     store: EventStore, client: redis.Redis
 ) -> None:

@@ -63,7 +63,9 @@ async def find_by_external_imp_id(
     offer_id: str,
     external_imp_id: str,
 ) -> str | None:
-    """Our impression id for an affiliate's ``imp_id`` on an offer, or None.
+    """Our impression id for an affiliate's ``imp_id`` on an offer, or None. For a Freshpaint
+    ``imp_id``, ``offer_id`` is its destination's scope: ``"dest:" + dest_id``
+    (``projections.impressions.external_scope``).
 
     Two partitions can each hold one (the same imp_id reached us twice with different routes);
     then a counted impression wins over a not-counted one, and the newer over the older.

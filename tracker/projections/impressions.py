@@ -140,12 +140,24 @@ def _seg(value: str) -> str:
     return value.replace("%", "%25").replace(":", "%3A")
 
 
+FRESHPAINT_SCOPE: Final = "dest:"  # external_scope of a Freshpaint hit: "dest:" + its dest_id
+
+
 def record_key(part: str, impression_id: str) -> str:
     return keys.projection(part, NAME, "i", impression_id)
 
 
 def external_key(part: str, tenant: str, offer_id: str, external_imp_id: str) -> str:
     return keys.projection(part, NAME, "x", _seg(tenant), _seg(offer_id), external_imp_id)
+
+
+def external_scope(event: ImpressionSeen) -> str:
+    """What an external imp id is unique within: the offer (Affise), else the destination a
+    Freshpaint pixel names (``dest:<dest_id>``: its ``imp_id`` is namespaced to that partner), so
+    two destinations' equal ``imp_id`` values are two entries, not one overwriting the other."""
+    if event.offer_id or not event.dest_id:
+        return event.offer_id
+    return FRESHPAINT_SCOPE + event.dest_id
 
 
 def visitor_key(part: str, tenant: str, visitor_id: str) -> str:
@@ -229,7 +241,8 @@ class ImpressionLookup:
                 )
             )
             if event.external_imp_id:
-                key = external_key(part, event.tenant, event.offer_id, event.external_imp_id)
+                scope = external_scope(event)
+                key = external_key(part, event.tenant, scope, event.external_imp_id)
                 only_if_empty = () if event.verdict == "counted" else ("NX",)
                 ops.append(Op("SET", key, (iid, "PXAT", deadline, *only_if_empty)))
             for key in index_keys(part, event):
