@@ -120,14 +120,15 @@ def test_freshpaint_requires_all_three() -> None:
 
 def test_xandr_image_tracker_defaults_to_image() -> None:
     q = parse_imptr("id=2766&cachebuster=839201&ancost=0.45&t=2")
-    assert (q.tracker_id, q.javascript, q.cachebuster, q.media_cost) == (
-        "2766",
-        False,
-        "839201",
-        "0.45",
-    )
+    assert (q.tracker_id, q.javascript, q.media_cost) == ("2766", False, "0.45")
     assert parse_imptr("id=1").javascript is False
     assert q.reason == ""
+
+
+def test_any_cachebuster_is_fine() -> None:
+    """It only keeps caches away: a long, repeated or odd one leaves the hit counted."""
+    for cachebuster in ("x" * 500, "1&cachebuster=2", "%FF", "[CACHEBUSTER]"):
+        assert parse_imptr(f"id=1&cachebuster={cachebuster}").problems == ()
 
 
 def test_xandr_js_tracker_and_code() -> None:

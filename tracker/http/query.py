@@ -18,7 +18,7 @@ from tracker.http.pixel import is_safe_location
 
 MALFORMED: Final = "malformed_parameters"  # the verdict reason for any problem below
 
-MAX_ID_CHARS: Final = 128  # aid, oid, imp_id, env_id, dest_id, id, code, cachebuster
+MAX_ID_CHARS: Final = 128  # aid, oid, imp_id, env_id, dest_id, id, code
 MAX_SUB_CHARS: Final = 512  # sub1..sub8
 MAX_CONSENT_CHARS: Final = 4096  # a TCF string with many vendors runs to a few KB
 MAX_REDIRECT_CHARS: Final = 4096
@@ -29,7 +29,9 @@ _FRESHPAINT: Final = ("env_id", "dest_id")
 _FRESHPAINT_SET: Final = frozenset(_FRESHPAINT)
 _PRIVACY: Final = ("gdpr", "gdpr_consent")
 _IMP_PARAMS: Final = frozenset((*_AFFISE, *_FRESHPAINT, "imp_id", *SUBS, *_PRIVACY))
-_IMPTR_PARAMS: Final = frozenset(("id", "code", "t", "cachebuster", "ancost", "sig", *_PRIVACY))
+# cachebuster only keeps caches away: it is not read (nor stored), so no value of it, however long
+# or repeated, makes a hit malformed
+_IMPTR_PARAMS: Final = frozenset(("id", "code", "t", "ancost", "sig", *_PRIVACY))
 _LIMITS: Final = {
     **dict.fromkeys(SUBS, MAX_SUB_CHARS),
     "gdpr_consent": MAX_CONSENT_CHARS,
@@ -77,7 +79,6 @@ class ImptrQuery(_Parsed, frozen=True, kw_only=True):
     tracker_id: str = ""  # id
     code: str = ""  # the tracker's custom code, an alternative to id
     javascript: bool = False  # t=1; t=2 (image) is the default
-    cachebuster: str = ""
     media_cost: str = ""  # ancost as a decimal string; "" when absent or an unexpanded macro
     redirect: str = ""  # everything after the first redir=, decoded once if wholly encoded
     redirect_sig: str = ""  # sig: our signature of the redirect target (allows it off-list)
@@ -237,7 +238,6 @@ def parse_imptr(raw: str) -> ImptrQuery:
         tracker_id=values.get("id", ""),
         code=values.get("code", ""),
         javascript=kind == "1",
-        cachebuster=values.get("cachebuster", ""),
         media_cost=media_cost,
         redirect=redirect,
         redirect_problem=redirect_problem,
