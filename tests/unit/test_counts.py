@@ -30,6 +30,12 @@ def test_hour_of_is_the_hour_the_event_occurred(at: datetime) -> None:
     assert counts.hour_of(impression(at=at)) == at.strftime("%Y-%m-%dT%H")
 
 
+def test_hour_of_pads_early_years_to_four_digits() -> None:
+    """The batch API accepts any past timestamp; the bucket keeps its fixed width (sortable)."""
+    at = datetime(1, 1, 1, 0, 0, tzinfo=UTC)
+    assert counts.hour_of(impression(at=at)) == "0001-01-01T00"
+
+
 def test_hour_of_stays_right_when_its_cache_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(counts, "_HOURS_KEPT", 3)
     start = datetime(2026, 3, 1, tzinfo=UTC)

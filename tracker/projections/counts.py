@@ -31,7 +31,8 @@ def hour_of(event: events.AnyEvent) -> str:
     if hour is None:
         if len(_hours) >= _HOURS_KEPT:
             _hours.clear()
-        hour = _hours[key] = at.strftime("%Y-%m-%dT%H")
+        # not strftime: %Y does not pad years before 1000 to four digits on every platform
+        hour = _hours[key] = f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}"
     return hour
 
 
