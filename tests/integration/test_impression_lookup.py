@@ -105,7 +105,7 @@ async def test_a_freshpaint_imp_id_is_found_within_its_destination(
     store: EventStore, client: redis.Redis
 ) -> None:
     parts = store.partitions
-    fp = {"dialect": "freshpaint", "env_id": "t1", "external_imp_id": "FP-1"}
+    fp: dict[str, Any] = {"dialect": "freshpaint", "env_id": "t1", "external_imp_id": "FP-1"}
     dsp, crm = recent(dest_id="dsp", **fp), recent(timedelta(seconds=-1), dest_id="crm", **fp)
     await store.append_many([dsp, crm])
     await catch_up(store)

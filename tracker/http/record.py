@@ -122,7 +122,8 @@ async def post_record(request: web.Request) -> web.Response:
     try:
         results = await asyncio.wait_for(store.append_many(items), BATCH_DEADLINE_S)
     except (AppendUncertain, RedisError, OSError) as exc:  # OSError: wait_for's TimeoutError too
-        logger.warning("batch_unavailable", error=str(exc), impressions=len(items))
+        error = str(exc) or type(exc).__name__  # a TimeoutError has no message
+        logger.warning("batch_unavailable", error=error, impressions=len(items))
         response = error_response(
             503,
             "unavailable",
