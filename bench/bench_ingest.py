@@ -663,8 +663,11 @@ async def start_nginx(ctx: Ctx) -> int:
 
 
 async def baseline_run(ctx: Ctx, key: str, name: str, port: int, script: Path) -> PixelRun:
-    """wrk against a baseline server already listening on ``port``, same parameters."""
+    """wrk against a baseline server already listening on ``port``, same parameters; after the
+    same wait as a tracker run (the projector has folded an earlier run's backlog: it would
+    otherwise take CPU from the baseline)."""
     url = f"http://127.0.0.1:{port}{ctx.imp_path}"
+    await quiet(ctx)
     if ctx.args.warmup:
         await run_wrk(ctx.args, url, script, seconds=ctx.args.warmup)
     before = ctx.cpu_snapshot()
