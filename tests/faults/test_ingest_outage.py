@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.integration.config_support import FrontTestServer, make_token, ok
+from tracker.config.live import SYNC_TIMEOUT_S
 from tracker.events import ImpressionSeen
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.spool import spool_dir, spool_files
@@ -215,6 +216,14 @@ async def test_readiness_and_lookups_answer_503_while_redis_hangs(
             found = await api.get(f"/impressions/{impression_id}", headers=h)
             lookup_s = time.monotonic() - started
             found_body = await found.json()
+            # a token this process has not seen makes it read the config stream's end first
+            started = time.monotonic()
+            stranger = await api.get(
+                f"/impressions/{impression_id}",
+                headers={"Authorization": "Bearer trk_" + "0" * 16 + "_" + "s" * 43},
+            )
+            stranger_s = time.monotonic() - started
+            stranger_body = await stranger.json()
         finally:
             one_server.process.send_signal(signal.SIGCONT)
         assert (ready.status, ready_body["error"]["code"]) == (503, "redis_unavailable")
@@ -222,4 +231,6 @@ async def test_readiness_and_lookups_answer_503_while_redis_hangs(
         assert (found.status, found_body["error"]["code"]) == (503, "unavailable")
         assert found.headers["Retry-After"] == "1"
         assert lookup_s < LOOKUP_TIMEOUT_S + 1.0
+        assert (stranger.status, stranger_body["error"]["code"]) == (503, "config_unavailable")
+        assert stranger_s < SYNC_TIMEOUT_S + 1.0
         assert (await api.get("/readyz")).status == 200  # and ready again once Redis answers

@@ -114,8 +114,17 @@ class LiveConfig:
                 await asyncio.wait_for(self._changed.wait(), left)
 
     async def sync(self, timeout_s: float = SYNC_TIMEOUT_S) -> ConfigState:
-        """Wait until everything in the config stream right now is applied; return the state."""
-        await self.wait_for(await self.store.last_id(keys.CONFIG), timeout_s)
+        """Wait until everything in the config stream right now is applied; return the state.
+        Within ``timeout_s`` in all, reading the stream's end included: a hung Redis (no error,
+        no answer) would otherwise hold the caller for the socket timeout times the retries."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                last = await self.store.last_id(keys.CONFIG)
+        except TimeoutError:
+            message = f"Redis did not answer within {timeout_s:g} s"
+            raise ConfigUnavailable(message) from None
+        await self.wait_for(last, max(0.0, deadline - time.monotonic()))
         return self.state
 
 
