@@ -72,7 +72,10 @@ class ImpressionSeen(Event, frozen=True, tag="impression_seen"):
     env_id: str = ""
     dest_id: str = ""
     subs: dict[str, str] = {}  # sub1..sub8 as given
-    media_cost: str = ""  # ancost, as a decimal string (never a float)
+    # ancost, as a decimal string (never a float). When set, it is the impression's cost and
+    # overrides the payment rule (Xandr: "will override any payment rules"); payment_rule_id
+    # still names the tracker's rule at the time of the hit.
+    media_cost: str = ""
     visitor_id: str = ""
     ip: str = ""  # as stored under the privacy policy (maybe truncated)
     user_agent: str = ""
@@ -138,6 +141,8 @@ def decode(data: bytes, entry_id: str = "?") -> AnyEvent:
     """Decode one stored event; raise UnknownEvent naming the entry when that is impossible."""
     try:
         return upgrade(_decoder.decode(data))
+    except RecursionError as exc:  # nested deeper than this stack can decode (msgspec recurses)
+        raise UnknownEvent(entry_id, "undecodable event: nested too deeply") from exc
     except msgspec.DecodeError as exc:
         try:
             tag = _tag_decoder.decode(data).type

@@ -422,6 +422,16 @@ async def test_json_nested_too_deeply_is_a_400_on_every_json_endpoint(
     )
     response = (await r.json())["response"]
     assert (r.status, response["error_id"]) == (400, "SYNTAX"), response
+    # nested below the limit but deep enough that readers of the stored event might not decode it
+    for clicktracker in ("[" * 9 + "]" * 9, '"' + "x" * 5000 + '"'):
+        refs = f'"publisher": {{"id": {n["P"]}}}, "line_item": {{"id": {n["L"]}}}'
+        r = await api.post(
+            f"/imptracker?advertiser_id={n['A']}",
+            data=f'{{"imptracker": {{"name": "x", {refs}, "clicktracker": {clicktracker}}}}}',
+            headers=h,
+        )
+        response = (await r.json())["response"]
+        assert (r.status, response["error_id"]) == (400, "SYNTAX"), response
     r = await api.post("/advertisers", data='{"name": ' + deep + "}", headers=h)
     assert (r.status, (await r.json())["error"]["code"]) == (422, "invalid_body")  # typed first
     r = await api.post(

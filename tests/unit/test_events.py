@@ -49,6 +49,17 @@ def test_garbage_is_reported_with_its_entry() -> None:
         events.decode(b"{not json", entry_id="7-0")
 
 
+def test_an_event_nested_too_deeply_to_decode_is_reported_not_raised_as_recursion() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    data = (
+        b'{"type":"tracker_configured","event_id":"e","occurred_at":"2026-01-15T10:00:00Z",'
+        b'"recorded_at":"2026-01-15T10:00:00Z","tenant":"t","kind":"tracker","object_id":"1",'
+        b'"version":1,"snapshot":{"clicktracker":' + deep + b"}}"
+    )
+    with pytest.raises(events.UnknownEvent, match="nested too deeply"):
+        events.decode(data, "9-0")
+
+
 def test_tags_are_the_stored_names() -> None:
     # Tags are stored forever: this list only ever grows.
     assert {"tracker_configured", "impression_seen", "conversion_received"} == events.TAGS

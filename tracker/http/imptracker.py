@@ -27,6 +27,8 @@ from tracker.http.errors import TOO_DEEP, ApiError
 from tracker.projections.config import ConfigState
 
 MAX_ELEMENTS: Final = 100
+MAX_KEPT_DEPTH: Final = 8  # free-form JSON stored as given (clicktracker): nesting and size
+MAX_KEPT_BYTES: Final = 4096
 UNSET: Final = msgspec.UNSET
 
 # ApiError status -> Xandr error_id (their API semantics page); 422 answers 400 as Xandr does.
@@ -151,6 +153,27 @@ def _tag_id(tag: Ref | list[Ref] | None) -> int | None:
     return tag.id if tag is not None else None
 
 
+def _kept_json(name: str, value: Any) -> Any:
+    """Free-form JSON we store in the tracker's configuration event: at most MAX_KEPT_DEPTH levels
+    and MAX_KEPT_BYTES. Every reader decodes that event again (recursively, and maybe deeper in
+    its stack than this handler): a value nested near the interpreter's limit could be written
+    and then never read back, stopping every process's configuration."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > MAX_KEPT_DEPTH:
+            raise ApiError(400, "invalid_body", f"{name} nests deeper than {MAX_KEPT_DEPTH} levels")
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    if len(msgspec.json.encode(value)) > MAX_KEPT_BYTES:
+        raise ApiError(400, "invalid_body", f"{name} is longer than {MAX_KEPT_BYTES} bytes of JSON")
+    return value
+
+
 def _changes(body: ImptrackerBody) -> dict[str, Any]:
     """The writable fields the body gives, under the model's names."""
     changes: dict[str, Any] = {}
@@ -171,7 +194,7 @@ def _changes(body: ImptrackerBody) -> dict[str, Any]:
     if body.payment_rule is not UNSET:
         changes["payment_rule_id"] = body.payment_rule.id if body.payment_rule else None
     if body.clicktracker is not UNSET:
-        changes["clicktracker"] = body.clicktracker
+        changes["clicktracker"] = _kept_json("clicktracker", body.clicktracker)
     if body.redirect_hosts is not UNSET:
         bad = [h for h in body.redirect_hosts if not _HOST.fullmatch(h)]
         if bad or len(body.redirect_hosts) > MAX_REDIRECT_HOSTS:
