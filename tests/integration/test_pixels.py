@@ -325,7 +325,9 @@ async def test_xandr_tracker_image_js_and_ancost(api: Client, store: EventStore)
     )
 
 
-async def test_ancost_overrides_the_trackers_payment_rule(api: Client, store: EventStore) -> None:
+async def test_ancost_is_the_cost_beside_the_trackers_payment_rule(
+    api: Client, store: EventStore
+) -> None:
     t = await tracker_setup(api, store)
     h = await make_token(store)
     rule = await ok(
@@ -343,8 +345,8 @@ async def test_ancost_overrides_the_trackers_payment_rule(api: Client, store: Ev
     by_id = {e.impression_id: e for e in await logged(store)}
     ruled = by_id[by_rule.headers["X-Impression-Id"]]
     assert (ruled.payment_rule_id, ruled.media_cost) == (str(rule["id"]), "")
-    overridden = by_id[own_cost.headers["X-Impression-Id"]]
-    assert (overridden.payment_rule_id, overridden.media_cost) == ("", "0.004")
+    overridden = by_id[own_cost.headers["X-Impression-Id"]]  # media_cost set: it is the cost
+    assert (overridden.payment_rule_id, overridden.media_cost) == (str(rule["id"]), "0.004")
 
 
 async def with_redir(api: Client, tracker_id: Any, target: str) -> Any:

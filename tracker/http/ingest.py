@@ -245,9 +245,7 @@ class Pixels:
                 "line_item_id": str(tracker.line_item_id),
                 "publisher_id": str(tracker.publisher_id),
                 "placement_id": str(tracker.placement_id or ""),
-                # ancost "will override any payment rules" (Xandr): an impression with its own
-                # media cost names no rule, so the event says which cost applies
-                "payment_rule_id": "" if q.media_cost else str(tracker.payment_rule_id or ""),
+                "payment_rule_id": str(tracker.payment_rule_id or ""),
             }
         else:
             fields["tracker_id"] = q.tracker_id or q.code
