@@ -28,7 +28,7 @@ from tracker.http.config_common import (
     synced,
     visible,
 )
-from tracker.http.errors import TOO_DEEP, ApiError
+from tracker.http.errors import ApiError
 
 MAX_LIMIT: Final = 1000
 SERVER_FIELDS: Final = frozenset({"id", "tenant", "version", "last_modified"})
@@ -110,8 +110,6 @@ async def decode_body(request: web.Request, decoder: msgspec.json.Decoder[Any]) 
         raise ApiError(422, "invalid_body", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_json", str(exc)) from None
-    except RecursionError:
-        raise ApiError(400, "invalid_json", TOO_DEEP) from None
     return {
         f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET
     }

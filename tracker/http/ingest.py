@@ -254,13 +254,12 @@ class Pixels:
             fields["redirect_refused"] = REDIRECT_MALFORMED
         elif q.redirect:
             # an unknown tracker never redirects; a signature holds for its tenant's trackers
-            signed = (
-                tracker is not None
-                and bool(q.redirect_sig)
-                and self.ids.verify_redirect(tracker.tenant, q.redirect, q.redirect_sig)
-            )
-            if signed or (
-                tracker is not None and redirect_allowed(q.redirect, tracker.redirect_hosts)
+            if tracker is not None and (
+                (
+                    q.redirect_sig
+                    and self.ids.verify_redirect(tracker.tenant, q.redirect, q.redirect_sig)
+                )
+                or redirect_allowed(q.redirect, tracker.redirect_hosts)
             ):
                 redirect = q.redirect
             else:
@@ -327,11 +326,11 @@ class Pixels:
         hit, event = pending.hit, pending.event
         impression_id = event.impression_id
         reason = DUPLICATE_IMP_ID if verdict != event.verdict else event.reason
-        extra = {IMPRESSION_ID_HEADER: impression_id}
         if status != 200:  # neither Redis nor the spool took it: say so, keep the page whole
             # (the image or script all the same, uncacheable; no id or cookie: nothing was stored)
             answer = pixel_answer(hit.javascript, {"Retry-After": "1"})._replace(status=status)
             return Recorded(answer, impression_id, verdict, reason, hit.tenant)
+        extra = {IMPRESSION_ID_HEADER: impression_id}
         if hit.redirect:
             target = _IMPRESSION_MACRO.sub(impression_id, hit.redirect)
             try:
