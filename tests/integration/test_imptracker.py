@@ -543,3 +543,15 @@ async def test_put_is_partial_and_round_trips(api: Client, store: EventStore) ->
     )
     # the freed code can be reused
     await ok(await api.post(f"/imptracker?advertiser_id={n['A']}", json=body, headers=h))
+
+
+async def test_num_elements_zero_gives_the_count_alone(api: Client, store: EventStore) -> None:
+    h = await make_token(store, tenant="7")
+    n = await network(api, h, "A", [("L", "P")])
+    body = {"imptracker": {"name": "t", "publisher": {"id": n["P"]}, "line_item": {"id": n["L"]}}}
+    for _ in range(2):
+        await ok(await api.post(f"/imptracker?advertiser_id={n['A']}", json=body, headers=h))
+    page = (
+        await ok(await api.get(f"/imptracker?advertiser_id={n['A']}&num_elements=0", headers=h))
+    )["response"]
+    assert (page["count"], page["num_elements"], page["imptrackers"]) == (2, 0, [])

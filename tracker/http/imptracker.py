@@ -337,7 +337,9 @@ async def get_imptracker(request: web.Request) -> dict[str, Any]:
         return _page(state, found, 0, MAX_ELEMENTS)
     advertiser_id = _query_int(request, "advertiser_id")
     start = _query_int(request, "start_element") or 0
-    size = min(_query_int(request, "num_elements") or MAX_ELEMENTS, MAX_ELEMENTS)
+    # absent: a full page; 0: the count alone (no trackers); over the cap: the cap, as Xandr
+    size = _query_int(request, "num_elements")
+    size = MAX_ELEMENTS if size is None else min(size, MAX_ELEMENTS)
     trackers = [
         t
         for _, t in sorted(state.of_tenant(principal.tenant, model.TRACKER).items())
