@@ -8,6 +8,7 @@ entry instead of appending again (each call carries a request token, as store.py
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 import redis.asyncio as redis
 from aiohttp import web
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker import events
 from tracker.config import model
@@ -25,6 +27,9 @@ from tracker.eventstore.store import as_str
 from tracker.ids import new_event_id
 
 REQUEST_TTL_S: Final = 300
+# A hung Redis (no error, no answer) would hold a write for the socket timeout times the retries
+# (~40 s): past this the caller is told the write's outcome is unknown (WriteUncertain).
+WRITE_TIMEOUT_S: Final = 10.0
 
 # KEYS[1] config stream, KEYS[2] request token, KEYS[3] version key, KEYS[4..] claim keys to take
 # (ARGV[4] of them), then claim keys to release. ARGV[1] token ttl, ARGV[2] expected version
@@ -70,6 +75,11 @@ class NameTaken(Exception):
         self.owner = owner
 
 
+class WriteUncertain(RedisTimeoutError):
+    """Redis did not answer a write within ``WRITE_TIMEOUT_S``: it may have been applied, or may
+    still be. Re-read the object: a retry based on the old version gets VersionConflict if so."""
+
+
 def xandr_time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -86,7 +96,11 @@ class ConfigWriter:
 
     async def next_id(self, kind: str) -> int:
         """A fresh id for a new object; a re-sent INCR only leaves a gap, as Xandr's ids have."""
-        return int(await self.client.incr(keys.config_sequence(kind)))
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                return int(await self.client.incr(keys.config_sequence(kind)))
+        except TimeoutError:  # nothing was written that matters: a gap in the ids at most
+            raise RedisTimeoutError(f"Redis did not answer within {WRITE_TIMEOUT_S:g} s") from None
 
     async def save(
         self,
@@ -102,7 +116,8 @@ class ConfigWriter:
 
         Returns (entry id, the object as stored). ``claims``/``releases`` are unique names
         (``keys.config_claim``) taken or given up in the same step.
-        Raises VersionConflict or NameTaken; then nothing was written.
+        Raises VersionConflict or NameTaken; then nothing was written. Raises WriteUncertain
+        when Redis gave no answer within WRITE_TIMEOUT_S.
         """
         at = now or datetime.now(UTC)
         expected = obj.version
@@ -133,7 +148,14 @@ class ConfigWriter:
             len(claims),
             object_id,
         ]
-        reply = [as_str(x) for x in await self._write(keys=script_keys, args=args)]
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                reply = [as_str(x) for x in await self._write(keys=script_keys, args=args)]
+        except TimeoutError:
+            raise WriteUncertain(
+                f"Redis did not answer within {WRITE_TIMEOUT_S:g} s: the change may or may not "
+                "have been saved"
+            ) from None
         if reply[0] == "conflict":
             raise VersionConflict(int(reply[1]))
         if reply[0] == "taken":

@@ -13,7 +13,7 @@ from aiohttp import web
 from tracker.config import auth
 from tracker.config.auth import Principal
 from tracker.config.live import LIVE_CONFIG, ConfigUnavailable
-from tracker.config.writer import CONFIG_WRITER, NameTaken, VersionConflict
+from tracker.config.writer import CONFIG_WRITER, NameTaken, VersionConflict, WriteUncertain
 from tracker.http.errors import ApiError
 from tracker.projections.config import ConfigState
 
@@ -91,6 +91,14 @@ async def save(
         ) from None
     except NameTaken as exc:
         raise ApiError(409, "name_taken", f"already used by {kind} {exc.owner}") from None
+    except WriteUncertain as exc:
+        logger.error("config_write_uncertain", kind=kind, object_id=obj.id, error=str(exc))
+        raise ApiError(
+            503,
+            "write_uncertain",
+            f"{exc}: read {kind} {obj.id} before retrying (a retry based on version "
+            f"{obj.version} gets 409 version_conflict if it was saved)",
+        ) from None
     logger.info(
         "config_changed",
         kind=kind,
