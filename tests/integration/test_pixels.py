@@ -494,3 +494,37 @@ async def test_every_x_forwarded_for_line_counts(api: Client, store: EventStore)
     assert answer.startswith(b"HTTP/1.1 200 ")
     event = await only(store)
     assert event.ip == "203.0.113.77"  # the proxy's line, not the client's 6.6.6.6
+
+
+async def test_a_forwarded_address_with_a_port_keeps_its_ip(api: Client, store: EventStore) -> None:
+    s = await offer_setup(api, store)
+    pixels = api.app[PIXELS]
+    pixels.settings = msgspec.structs.replace(pixels.settings, trust_forwarded=1)
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}"
+    for forwarded in ("203.0.113.7:51234", "6.6.6.6, [2001:db8:1:2::7]:443", "2001:db8::9"):
+        r = await api.get(url, headers={**BROWSER, "X-Forwarded-For": forwarded})
+        assert r.status == 200
+    assert [e.ip for e in await logged(store)] == ["203.0.113.7", "2001:db8:1:2::7", "2001:db8::9"]
+
+
+async def test_an_opt_out_cookie_in_a_second_cookie_line_counts(
+    api: Client, store: EventStore
+) -> None:
+    """HTTP/2 clients send a cookie per line; a proxy may pass them on as several lines. On the
+    lean path and behind aiohttp (the connection handed over by an API request first) alike."""
+    s = await offer_setup(api, store)
+    pixel = (
+        f"GET /imp?aid={s['aff']}&oid={s['offer']} HTTP/1.1\r\nHost: x\r\n"
+        f"User-Agent: {BROWSER['User-Agent']}\r\n"
+        "Cookie: a=b\r\nCookie: tracker_optout=1\r\n"
+    ).encode()
+    for first in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"):
+        reader, writer = await asyncio.open_connection(api.server.host, api.server.port)
+        writer.write(first + pixel + b"Connection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.count(b"HTTP/1.1 200 ") == (2 if first else 1)
+        assert b"Set-Cookie" not in answer  # no visitor cookie for an opted-out browser
+    events = await logged(store)
+    assert len(events) == 2
+    assert all((e.visitor_id, e.ip) == ("", "127.0.0.0") for e in events)

@@ -54,7 +54,7 @@ _VERSIONS: Final = frozenset(("HTTP/1.1", "HTTP/1.0"))
 # A request with one of these is not a plain pixel GET: aiohttp handles it.
 _HAND_OFF_HEADERS: Final = frozenset(("transfer-encoding", "upgrade", "expect", "http2-settings"))
 # The header names _fields looks at, by what it does with them
-_HAND_OFF, _LENGTH, _CONNECTION, _HOST, _LIST = range(5)
+_HAND_OFF, _LENGTH, _CONNECTION, _HOST, _LIST, _COOKIES = range(6)
 _SPECIAL: Final = {
     **dict.fromkeys(_HAND_OFF_HEADERS, _HAND_OFF),
     "content-length": _LENGTH,
@@ -63,6 +63,9 @@ _SPECIAL: Final = {
     # a proxy may add its own line instead of appending to the client's: all lines count, in
     # order (RFC 9110 5.3), or the client's first line would pass for the proxy's
     "x-forwarded-for": _LIST,
+    # HTTP/2 and /3 clients send one field per cookie (RFC 9113 8.2.3): a proxy that does not
+    # join them, or a client sending two lines, must not hide the opt-out cookie in the second
+    "cookie": _COOKIES,
 }
 _REASONS: Final = {
     200: "OK",
@@ -87,7 +90,8 @@ class Head(NamedTuple):
     raw_query: str
     http10: bool
     keep_alive: bool
-    headers: dict[str, str]  # by lowercase name; the first of repeated ones (X-Forwarded-For: all)
+    # by lowercase name; the first of repeated ones (X-Forwarded-For, Cookie: all lines, joined)
+    headers: dict[str, str]
 
 
 def parse_head(raw: bytes) -> Head | None:
@@ -133,7 +137,8 @@ def parse_head(raw: bytes) -> Head | None:
 
 
 def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
-    """(values by lowercase name, the first of repeated ones but X-Forwarded-For's lines joined;
+    """(values by lowercase name, the first of repeated ones but X-Forwarded-For's and Cookie's
+    lines joined;
     Connection tokens; number of Host headers), or None to hand off. A plain dict: the pixel path
     looks names up in lowercase."""
     headers: dict[str, str] = {}
@@ -155,6 +160,9 @@ def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
                 hosts += 1
             elif special == _LIST and key in headers:
                 headers[key] = f"{headers[key]}, {value}"
+                continue
+            elif special == _COOKIES and key in headers:
+                headers[key] = f"{headers[key]}; {value}"
                 continue
         if key not in headers:
             headers[key] = value

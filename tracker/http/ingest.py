@@ -372,20 +372,26 @@ def _pixel_headers(headers: CIMultiDictProxy[str]) -> Mapping[str, str]:
     """aiohttp's headers as the lean path reads them. Header bytes that are not UTF-8 (aiohttp
     keeps them as lone surrogates, which no event can store) get U+FFFD in their place, so the
     hit is recorded and answered like any other; the lines of ``X-Forwarded-For`` are joined
-    in order, as ``client_ip`` needs them all. Otherwise aiohttp's own mapping serves."""
-    if all(value.isascii() for value in headers.values()) and (
-        len(headers.getall("X-Forwarded-For", ())) < 2
+    in order, as ``client_ip`` needs them all, and so are Cookie's (an opt-out cookie in a second
+    line counts). Otherwise aiohttp's own mapping serves."""
+    if all(value.isascii() for value in headers.values()) and not any(
+        len(headers.getall(name, ())) > 1 for name in _JOINED
     ):
         return headers
     clean: dict[str, str] = {}
     for name, value in headers.items():  # the first of repeated names wins, as on the lean path
         key = name.lower()
         value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        if key == "x-forwarded-for" and key in clean:
-            clean[key] = f"{clean[key]}, {value}"
+        if key in _JOINED and key in clean:
+            clean[key] = f"{clean[key]}{_JOINED[key]}{value}"
         else:
             clean.setdefault(key, value)
     return clean
+
+
+# Headers whose repeated lines are one list (the lean path joins them alike): every
+# X-Forwarded-For hop counts; HTTP/2 clients send a cookie per line (RFC 9113 8.2.3).
+_JOINED: Final = {"x-forwarded-for": ", ", "cookie": "; "}
 
 
 def redirect_allowed(target: str, hosts: tuple[str, ...]) -> bool:
@@ -452,8 +458,18 @@ def client_ip(request: PixelRequest, trusted_proxies: int) -> str:
         forwarded = request.headers.get("x-forwarded-for", "")
         if forwarded:
             hops = forwarded.split(",")
-            return hops[-min(trusted_proxies, len(hops))].strip()
+            return _without_port(hops[-min(trusted_proxies, len(hops))].strip())
     return request.remote
+
+
+def _without_port(entry: str) -> str:
+    """An X-Forwarded-For entry's address: some proxies append the client's port
+    (``203.0.113.7:51234``, ``[2001:db8::7]:443``), which no address parser reads."""
+    if entry.startswith("["):
+        return entry[1:].partition("]")[0]
+    if entry.count(":") == 1:  # IPv4 with a port; a bare IPv6 address has several colons
+        return entry.partition(":")[0]
+    return entry
 
 
 async def load_secret(store: EventStore, configured: str) -> bytes:
