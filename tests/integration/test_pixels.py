@@ -528,3 +528,17 @@ async def test_an_opt_out_cookie_in_a_second_cookie_line_counts(
     events = await logged(store)
     assert len(events) == 2
     assert all((e.visitor_id, e.ip) == ("", "127.0.0.0") for e in events)
+
+
+async def test_a_non_numeric_aid_on_a_real_offer_is_that_offers_unknown_affiliate(
+    api: Client, store: EventStore
+) -> None:
+    s = await offer_setup(api, store)
+    for aid in ("%2B1", "-1", "1.0", "abc"):
+        r = await api.get(f"/imp?aid={aid}&oid={s['offer']}", headers=BROWSER)
+        assert r.status == 200
+    events = await logged(store)
+    assert len(events) == 4
+    tenants = {e.tenant for e in events}
+    assert tenants == {"958"}  # the offer owner's (make_token's tenant), who sees the hits
+    assert {(e.verdict, e.reason) for e in events} == {("not_counted", "unknown_affiliate")}

@@ -429,12 +429,15 @@ def _canonical_id(raw: str) -> str:
 
 
 def _decide_offer(state: ConfigState, offer_id: str, affiliate_id: str) -> Decision:
-    if not (
-        (offer_id.isascii() and offer_id.isdigit())
-        and (affiliate_id.isascii() and affiliate_id.isdigit())
-    ):
+    """Ids as given: one that is not a number names nothing. A bad ``aid`` on a real offer is
+    still that offer's hit (its tenant's, reason ``unknown_affiliate``), not an unknown offer's."""
+    if not (offer_id.isascii() and offer_id.isdigit()):
         return Decision(False, UNKNOWN_OFFER)
-    return decide_offer(state, int(offer_id), int(affiliate_id))
+    numeric = affiliate_id.isascii() and affiliate_id.isdigit()
+    return decide_offer(state, int(offer_id), int(affiliate_id) if numeric else _NO_AFFILIATE)
+
+
+_NO_AFFILIATE: Final = -1  # no affiliate has it: ids are positive
 
 
 _tenants_cache: dict[str, frozenset[str]] = {}
