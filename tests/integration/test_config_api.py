@@ -225,6 +225,16 @@ async def test_missing_or_bad_token_is_401(api: Client, store: EventStore) -> No
     ):
         r = await api.get("/offers", headers=headers)
         assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
+        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="tracker"')
+    xandr = await api.get("/imptracker?id=1", headers={"Authorization": "Basic abc"})
+    assert (xandr.status, xandr.headers["WWW-Authenticate"]) == (401, 'Bearer realm="tracker"')
+
+
+async def test_the_bearer_scheme_is_case_insensitive(api: Client, store: EventStore) -> None:
+    token = (await make_token(store))["Authorization"].split(" ", 1)[1]
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = await api.get("/offers", headers={"Authorization": f"{scheme} {token}"})
+        assert r.status == 200
 
 
 async def test_revoked_token_is_401(api: Client, store: EventStore) -> None:

@@ -19,7 +19,8 @@ from tracker.projections.config import ConfigState
 TOKEN_PREFIX: Final = "trk"
 ROLES: Final = ("admin", "advertiser", "affiliate", "publisher")
 TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_BEARER_RE: Final = re.compile(r"Bearer\s+trk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})\s*")
+# the scheme is case-insensitive (RFC 9110 11.1): some clients send "bearer"
+_BEARER_RE: Final = re.compile(r"(?i:Bearer)\s+trk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})\s*")
 
 
 class Principal(NamedTuple):

@@ -5,7 +5,7 @@ Errors are raised as ApiError (JSON envelope); the Xandr handlers translate them
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from aiohttp import web
@@ -19,19 +19,30 @@ from tracker.projections.config import ConfigState
 
 logger = structlog.get_logger()
 
+# A 401 says how to authenticate (RFC 9110 11.6.1; RFC 6750 3 for the error parameter).
+CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="tracker"'}
+INVALID_TOKEN: Final = {"WWW-Authenticate": 'Bearer realm="tracker", error="invalid_token"'}
+
 
 async def authenticate(request: web.Request) -> Principal:
     """The caller: 401 when the bearer token is missing, malformed, unknown or revoked."""
     parsed = auth.token_id_of(request.headers.get("Authorization"))
     if parsed is None:
-        raise ApiError(401, "unauthorized", "an Authorization: Bearer token is required")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an Authorization: Bearer token is required",
+            headers=CHALLENGE,
+        )
     token_id, secret = parsed
     live = request.app[LIVE_CONFIG]
     if token_id not in live.state.tokens:
         await synced(request)  # a token created a moment ago, maybe through another process
     principal = auth.verify(live.state, token_id, secret)
     if principal is None:
-        raise ApiError(401, "unauthorized", "the bearer token is invalid or revoked")
+        raise ApiError(
+            401, "unauthorized", "the bearer token is invalid or revoked", headers=INVALID_TOKEN
+        )
     return principal
 
 

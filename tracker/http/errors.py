@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -36,12 +37,23 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 class ApiError(Exception):
     """Raised by handlers; the middleware turns it into a JSON error response."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})  # e.g. WWW-Authenticate on a 401
         self.extra = extra
 
     def response(self) -> web.Response:
-        return error_response(self.status, self.code, self.message, **self.extra)
+        response = error_response(self.status, self.code, self.message, **self.extra)
+        response.headers.update(self.headers)
+        return response

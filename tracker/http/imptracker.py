@@ -90,7 +90,9 @@ def xandr_error(exc: ApiError) -> web.Response:
         error_id = "INTEGRITY"
     status = 400 if exc.status == 422 else exc.status
     return web.json_response(
-        {"response": {"error_id": error_id, "error": exc.message}}, status=status
+        {"response": {"error_id": error_id, "error": exc.message}},
+        status=status,
+        headers=exc.headers,
     )
 
 
