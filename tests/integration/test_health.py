@@ -29,6 +29,7 @@ async def test_unknown_paths_and_methods_are_json_errors(api: Client) -> None:
     assert (r.status, (await r.json())["error"]["code"]) == (404, "not_found")
     r = await api.delete("/healthz")
     assert (r.status, (await r.json())["error"]["code"]) == (405, "method_not_allowed")
+    assert "GET" in r.headers["Allow"]
 
 
 async def test_an_unknown_config_event_makes_the_process_unready(api: Client) -> None:

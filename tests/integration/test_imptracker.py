@@ -555,3 +555,13 @@ async def test_num_elements_zero_gives_the_count_alone(api: Client, store: Event
         await ok(await api.get(f"/imptracker?advertiser_id={n['A']}&num_elements=0", headers=h))
     )["response"]
     assert (page["count"], page["num_elements"], page["imptrackers"]) == (2, 0, [])
+
+
+async def test_a_wrong_method_is_a_405_with_allow_in_xandrs_envelope(
+    api: Client, store: EventStore
+) -> None:
+    h = await make_token(store, tenant="7")
+    r = await api.patch("/imptracker?id=1", json={}, headers=h)
+    assert r.status == 405
+    assert {"GET", "POST", "PUT", "DELETE"} <= set(r.headers["Allow"].replace(" ", "").split(","))
+    assert (await r.json())["response"]["error_id"] == "SYNTAX"

@@ -18,6 +18,7 @@ from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_setup import setup_config
 from tracker.http.errors import ApiError, error_code, error_response
 from tracker.http.impressions import setup_impressions
+from tracker.http.imptracker import XANDR_PATHS, xandr_error
 from tracker.http.ingest import setup_ingest
 from tracker.http.record import setup_record
 from tracker.ids import new_uuid7_hex
@@ -43,7 +44,12 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(exc.status, error_code(exc.status), exc.reason)
+        error = ApiError(exc.status, error_code(exc.status), exc.reason)
+        # 404 / 405 under Xandr's paths in Xandr's envelope, like their handlers' errors
+        xandr = request.path.startswith(XANDR_PATHS)
+        response = xandr_error(error) if xandr else error.response()
+        if "Allow" in exc.headers:  # a 405 names the methods the resource has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
     except (RequestPayloadError, HttpProcessingError) as exc:  # a body aiohttp could not read
         # e.g. a Content-Encoding: gzip body that is not gzip, or a chunked body cut short
         message = getattr(exc, "message", "") or str(exc) or type(exc).__name__

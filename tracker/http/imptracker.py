@@ -83,6 +83,10 @@ def xandr(handler: XandrHandler) -> Callable[[web.Request], Awaitable[web.Respon
     return wrapped
 
 
+# The paths whose every error, aiohttp's 404 / 405 too, is in Xandr's envelope
+XANDR_PATHS: Final = ("/imptracker",)
+
+
 def xandr_error(exc: ApiError) -> web.Response:
     """``{"response": {"error_id", "error"}}`` with the matching 4xx (5xx) status."""
     error_id = ERROR_IDS.get(exc.status, "SYNTAX")
