@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -161,14 +162,37 @@ async def test_a_request_split_across_writes_is_assembled(port: int) -> None:
     assert (status, headers["server"]) == (200, "tracker")
 
 
-async def test_a_malformed_header_gets_aiohttps_400_as_json(port: int, store: EventStore) -> None:
+async def test_a_malformed_header_gets_aiohttps_400_as_json(
+    port: int, store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /imptr?id=1 HTTP/1.1\r\nHost: t\r\nNo colon on this line\r\n\r\n")
-    status, headers, body = await read_response(reader)
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        writer.write(b"GET /imptr?id=1 HTTP/1.1\r\nHost: t\r\nNo colon on this line\r\n\r\n")
+        status, headers, body = await read_response(reader)
     writer.close()
     assert (status, headers["content-type"]) == (400, "application/json; charset=utf-8")
     assert json.loads(body)["error"]["code"] == "bad_request"
     assert await impressions(store) == []
+    # the client's mistake is no server error: no plain-text traceback from aiohttp
+    assert [r for r in caplog.records if r.name == "aiohttp.server"] == []
+
+
+async def test_a_request_line_without_a_version_is_refused_at_once(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /imp?aid=1&oid=1\r\n")  # HTTP/0.9 style: no headers will follow
+    status, _, body = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert (status, json.loads(body)["error"]["code"]) == (400, "bad_request")
+
+
+async def test_half_close_after_a_pixel_and_an_api_request_closes_after_both(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=1") + get("/healthz"))
+    writer.write_eof()
+    assert (await read_response(reader))[0] == 200  # the pixel, on the lean path
+    assert (await read_response(reader))[0] == 200  # /healthz, handed to aiohttp
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed, not held open
+    writer.close()
 
 
 async def test_a_long_pixel_url_within_the_parameter_limits_gets_its_image(

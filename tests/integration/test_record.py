@@ -160,7 +160,14 @@ async def test_a_body_in_an_encoding_that_cannot_be_read_gets_a_json_4xx(
     assert 400 <= response.status < 500, await response.text()
     assert response.content_type == "application/json"
     error = (await response.json())["error"]
-    assert error["code"] in ("invalid_body", "bad_request", "unsupported_content_encoding")
+    flags = {"br": "HAS_BROTLI", "zstd": "HAS_ZSTD"}
+    readable = encoding in ("gzip", "deflate") or getattr(
+        compression_utils, flags.get(encoding, ""), False
+    )
+    # one this install reads but the bytes are not: 400; one it cannot read: 415 (aiohttp's
+    # parser refuses br / zstd without their packages before the handler runs: the same 415)
+    expected = (400, "invalid_body") if readable else (415, "unsupported_content_encoding")
+    assert (response.status, error["code"]) == expected
     if error["code"] == "unsupported_content_encoding":  # it offers only what can be read here
         offered = error["message"].split("; use ", 1)[1]
         for name, flag in (("br", "HAS_BROTLI"), ("zstd", "HAS_ZSTD")):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -29,6 +30,7 @@ from typing import Any, Final, NamedTuple, cast
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -36,6 +38,7 @@ from tracker.http.access_log import AccessLog
 from tracker.http.errors import error_code, error_response
 from tracker.http.ingest import APPEND_ERRORS, PIXELS, PendingHit, PixelRequest, Pixels, Recorded
 from tracker.http.pixel import PixelAnswer
+from tracker.http.record import unsupported_encoding
 
 logger = structlog.get_logger()
 
@@ -77,6 +80,7 @@ _REASONS: Final = {
 _TOKEN_CHARS: Final = (
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
+_MISSING_DECODER: Final = re.compile(r"\((\w+)\)\. Please install")
 _INTERNAL_ERROR: Final = msgspec.json.encode(
     {"error": {"code": "internal_error", "message": "an internal error; it was logged"}}
 )
@@ -216,6 +220,22 @@ def render(answer: PixelAnswer, head: Head) -> bytes:
     return data if head.method == "HEAD" else data + answer.body
 
 
+_BAD_LINE_BODY: Final = msgspec.json.encode(
+    {"error": {"code": "bad_request", "message": "the request line has no HTTP/1.x version"}}
+)
+_BAD_LINE_HEADERS: Final = (
+    "Content-Type: application/json; charset=utf-8\r\n"
+    f"Content-Length: {len(_BAD_LINE_BODY)}\r\nConnection: close\r\nServer: tracker\r\n"
+)
+
+
+def _not_http1_line(buffer: bytes) -> bool:
+    """A complete first line that is no HTTP/1.x request line (HTTP/0.9 style ``GET /imp``):
+    no headers will follow, so waiting for them would hold the connection until it idles out."""
+    line_end = buffer.find(b"\r\n")
+    return line_end >= 0 and not buffer[:line_end].endswith((b" HTTP/1.1", b" HTTP/1.0"))
+
+
 class Front:
     """The protocol factory of the web socket (``loop.create_server(front, ...)``)."""
 
@@ -340,7 +360,9 @@ class PixelProtocol(asyncio.Protocol):
         buffer = self.buffer
         end = buffer.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD:
-            if len(buffer) > MAX_HEAD or b"\n\n" in buffer or (buffer and buffer[0] not in b"GH"):
+            if _not_http1_line(buffer):  # aiohttp would wait for headers too: answer now
+                self._refuse_line()
+            elif len(buffer) > MAX_HEAD or b"\n\n" in buffer or (buffer and buffer[0] not in b"GH"):
                 self._hand_off()
             elif self.eof:
                 self.close()
@@ -446,6 +468,13 @@ class PixelProtocol(asyncio.Protocol):
         if self.buffer or self.eof:
             self._next()
 
+    def _refuse_line(self) -> None:
+        """400 to a request line without an HTTP/1.x version, and close: no headers follow it."""
+        if self.transport is not None:
+            head = f"HTTP/1.1 400 Bad Request\r\n{_BAD_LINE_HEADERS}Date: {_date()}\r\n\r\n"
+            self.transport.write(head.encode() + _BAD_LINE_BODY)
+            self.transport.close()
+
     def _hand_off(self) -> None:
         """Give the connection, and what it sent that is not consumed yet, to aiohttp."""
         transport = self.transport
@@ -461,8 +490,9 @@ class PixelProtocol(asyncio.Protocol):
         if self.buffer:
             protocol.data_received(self.buffer)
             self.buffer = b""
-        if self.eof:
+        if self.eof:  # the client sends no more: aiohttp answers what it has, then closes
             protocol.eof_received()
+            protocol.close()
 
 
 class JsonErrorHandler(RequestHandler):
@@ -477,12 +507,27 @@ class JsonErrorHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs it; raises if a response began
+        if request.writer.output_size > 0:  # as aiohttp's: too late for another response
+            raise ConnectionError("a response was sent already; cannot send the error")
         if status >= 500:
-            text = "an internal error; it was logged"
-        else:
+            # a bug: its traceback in the structured log (aiohttp's own goes to stderr as text)
+            logger.error("request_failed", path=request.path, exc_info=exc)
+            response = error_response(
+                status, error_code(status), "an internal error; it was logged"
+            )
+        elif isinstance(exc, ContentEncodingError):
+            # aiohttp's parser refuses br or zstd without their package as soon as the headers
+            # are in (the request it passes here has none): "... brotli (br). Please install"
+            missing = _MISSING_DECODER.search(str(exc))
+            if missing:
+                response = unsupported_encoding(missing.group(1)).response()
+            else:  # an encoding it reads, but the bytes are not in it
+                text = f"the request body is unreadable: {exc.message}"
+                response = error_response(400, "invalid_body", text)
+        else:  # the client's mistake: one line, no traceback (any client could flood the log)
             text = message or HTTPStatus(status).phrase
-        response = error_response(status, error_code(status), text)
+            logger.info("bad_request", status=status, error=text, remote=request.remote)
+            response = error_response(status, error_code(status), text)
         response.force_close()
         return response
 

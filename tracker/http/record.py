@@ -48,6 +48,14 @@ _DECODABLE: Final = _decodable()
 _ENCODINGS: Final = frozenset(("identity", *_DECODABLE))
 
 
+def unsupported_encoding(encoding: str) -> ApiError:
+    return ApiError(
+        415,
+        "unsupported_content_encoding",
+        f"Content-Encoding {encoding!r} is not supported; use {', '.join(_DECODABLE)} or none",
+    )
+
+
 async def _read_capped(request: web.Request, limit: int) -> bytes:
     """The body, or its first ``limit`` bytes when longer (then it is refused as too large)."""
     chunks: list[bytes] = []
@@ -78,11 +86,7 @@ async def post_record(request: web.Request) -> web.Response:
         raise ApiError(403, "forbidden", f"the {principal.role} role may not record impressions")
     encoding = request.headers.get("Content-Encoding", "").strip().lower() or "identity"
     if encoding not in _ENCODINGS:  # aiohttp would hand the bytes over undecoded
-        raise ApiError(
-            415,
-            "unsupported_content_encoding",
-            f"Content-Encoding {encoding!r} is not supported; use {', '.join(_DECODABLE)} or none",
-        )
+        raise unsupported_encoding(encoding)
     rejected = check_headers(request.headers.get("Content-Type"), request.content_length)
     if rejected is not None:
         return _rejected(rejected)
