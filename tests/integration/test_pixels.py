@@ -307,6 +307,24 @@ async def test_freshpaint_dialect(api: Client, store: EventStore) -> None:
     assert by_id[unknown.headers["X-Impression-Id"]].reason == "unknown_environment"
 
 
+async def test_a_freshpaint_imp_id_repeated_on_its_destination_is_a_duplicate(
+    api: Client, store: EventStore
+) -> None:
+    await make_token(store, tenant="env-42")
+    await api.app[LIVE_CONFIG].sync()
+    urls = [
+        "/imp?env_id=env-42&dest_id=dsp-7&imp_id=fp-1",
+        "/imp?env_id=env-42&dest_id=dsp-7&imp_id=fp-1",  # again: a duplicate
+        "/imp?env_id=env-42&dest_id=dsp-8&imp_id=fp-1",  # another destination's own fp-1
+    ]
+    answers = [await api.get(url, headers=BROWSER) for url in urls]
+    by_id = {e.impression_id: e for e in await logged(store)}
+    assert [
+        (by_id[r.headers["X-Impression-Id"]].verdict, by_id[r.headers["X-Impression-Id"]].reason)
+        for r in answers
+    ] == [("counted", ""), ("not_counted", "duplicate_imp_id"), ("counted", "")]
+
+
 async def test_xandr_tracker_image_js_and_ancost(api: Client, store: EventStore) -> None:
     t = await tracker_setup(api, store)
     image = await api.get(f"/imptr?id={t['id']}&cachebuster=123&ancost=1.25", headers=BROWSER)
