@@ -78,6 +78,8 @@ def test_timestamps_with_offsets_become_utc() -> None:
         "2026-01-15T13:00:00+0200",  # other ISO 8601 forms: the second pass
         "20260115T110000Z",
         "2026-01-15 11:00:00.000000+00:00",
+        "2026-01-15T10:59:60Z",  # a leap second: the next second's start, as in POSIX time
+        "2026-01-15t12:59:60+02:00",
     ],
 )
 def test_rfc_3339_and_other_iso_8601_forms_give_the_same_instant(stamp: str) -> None:
@@ -148,7 +150,7 @@ def test_far_future_naive_and_odd_timestamps_are_errors() -> None:
     future = (NOW + timedelta(minutes=5, seconds=1)).isoformat()
     result = validate(
         body(
-            item(timestamp=future),
+            item(timestamp=future.replace("T", "t").replace("+00:00", "z")),
             item(timestamp="2026-01-15T10:00:00"),
             item(timestamp=1705314600),
             item(timestamp="2026-01-15T10:00:00Z" + " " * 60),
@@ -304,3 +306,25 @@ def test_timestamps_out_of_range_are_errors_not_crashes() -> None:
     assert isinstance(result, Rejected)
     assert result.status == 422
     assert [e.path for e in result.errors] == ["$.impressions[0].timestamp"]
+
+
+def test_a_repeated_member_name_is_an_error_naming_it() -> None:
+    """JSON leaves a repeated name's meaning open; keeping the last would drop data unseen."""
+    one = b'{"member_id": "m", "creative_id": "c", "ad_unit_id": "a"}'
+    twice = b'{"member_id": "", "member_id": "m", "creative_id": "c", "ad_unit_id": "a"}'
+    assert paths(validate(b'{"impressions": [%b], "impressions": []}' % one, NOW)) == [
+        "$.impressions: repeated"
+    ]
+    assert paths(validate(b'{"impressions": [%b, %b]}' % (one, twice), NOW)) == [
+        "$.impressions[1].member_id: repeated"
+    ]
+    valid_twice = twice.replace(b'"member_id": ""', b'"member_id": "x"')
+    assert paths(validate(b'{"impressions": [%b]}' % valid_twice, NOW)) == [
+        "$.impressions[0].member_id: repeated"
+    ]
+
+
+def test_a_value_that_spells_a_member_name_is_no_repeat() -> None:
+    raw = b'{"impressions": [{"member_id": "member_id", "creative_id": "c", "ad_unit_id": "a"}]}'
+    [valid] = validate(raw, NOW)  # type: ignore[misc]
+    assert valid.member_id == "member_id"

@@ -10,14 +10,20 @@ never guessed to be UTC, since a wrong guess silently shifts attribution windows
 5,000 items is 422 ``too_many_impressions`` (the request is well-formed; 413 is for the byte
 limit). An empty ``impressions`` list is valid and records nothing.
 
+A member name repeated in an object (``{"impressions": [...], "impressions": []}``) is a 422
+naming it: JSON leaves its meaning open, and keeping the last would drop data silently.
+
 Timestamps in RFC 3339 (what clients send; lower-case ``t``/``z`` too, and more than six
 fractional digits are rounded to the microsecond) are parsed by msgspec while decoding; a body
 it refuses is decoded again with timestamps as strings, so other ISO 8601 forms (``+0200``,
-``20240115T103000Z``) are valid as well, and only then is every problem named.
+``20240115T103000Z``) and leap seconds (``23:59:60Z``, read as the next second's start) are
+valid as well, and only then is every problem named.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
@@ -126,9 +132,12 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     """The aware UTC time, or the error message."""
     if len(value) > MAX_TIMESTAMP_CHARS:
         return "not an ISO 8601 timestamp"
+    # RFC 3339 allows a lower-case "t" / "z"; a leap second (23:59:60) is read, as POSIX
+    # time has it, as the start of the next second
+    value, leap = _LEAP_SECOND.subn(r"\g<1>59", value.upper(), count=1)
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+        parsed = datetime.fromisoformat(value) + timedelta(seconds=leap)
+    except (ValueError, OverflowError):
         return "not an ISO 8601 timestamp"
     if parsed.tzinfo is UTC:  # "...Z" or "+00:00": the usual case, already UTC
         utc = parsed
@@ -142,6 +151,60 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     if utc - now > MAX_FUTURE:
         return "more than 5 minutes in the future"
     return utc
+
+
+_LEAP_SECOND: Final = re.compile(r"(T\d\d:?59:?)60(?=\D|$)")
+# What the exact check for repeated member names looks for (see _may_repeat)
+_MEMBER_NAMES: Final = tuple(f'"{name}"'.encode() for name in sorted(_FIELDS))
+_REPEATS: Final = object()  # the key under which _repeated's hook lists an object's repeats
+
+
+def _may_repeat(body: bytes, n_items: int) -> bool:
+    """Whether a member name may be repeated in an object (JSON leaves the meaning of
+    ``{"a": 1, "a": 2}`` open; a decoder keeps the last one, which would drop data silently).
+    A cheap scan: a name seen more often than there are objects to hold it, or ``impressions``
+    twice; ``_repeated`` then decides exactly (a value may equal a name too)."""
+    if body.count(b'"impressions"') > 1:
+        return True
+    return any(body.count(name) > n_items for name in _MEMBER_NAMES)
+
+
+def _repeated(body: bytes) -> list[FieldError]:
+    """The JSON path of every repeated member name of the request and of its items."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
+        obj: dict[Any, Any] = {}
+        repeats = []
+        for name, value in pairs:
+            if name in obj:
+                repeats.append(name)
+            obj[name] = value
+        if repeats:
+            obj[_REPEATS] = repeats
+        return obj
+
+    try:
+        doc = json.loads(body, object_pairs_hook=hook)
+    except (ValueError, RecursionError):  # not JSON: the decoders say so
+        return []
+    if not isinstance(doc, dict):
+        return []
+    errors = [FieldError(f"$.{name}", "repeated") for name in doc.get(_REPEATS, ())]
+    items = doc.get("impressions")
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if isinstance(item, dict):
+            path = f"$.impressions[{i}]"
+            errors += [FieldError(f"{path}.{name}", "repeated") for name in item.get(_REPEATS, ())]
+    return errors
+
+
+def _refuse_repeats(body: bytes, n_items: int) -> Rejected | None:
+    errors = _repeated(body) if _may_repeat(body, n_items) else []
+    if not errors:
+        return None
+    return _reject(
+        VALIDATION_FAILED, f"{len(errors)} invalid field(s); nothing was recorded", errors
+    )
 
 
 def _string_error(value: object, limit: int) -> str | None:
@@ -200,6 +263,7 @@ def _lenient(body: bytes, now: datetime) -> Rejected:
     else:
         for i, item in enumerate(items):
             _check_item(item, f"$.impressions[{i}]", now, errors)
+    errors += _repeated(body)  # the first of a repeated name may be what was refused
     if not errors:  # the fast decoder refused something the checks above let through
         errors.append(FieldError("$", "invalid body"))
     return _reject(
@@ -227,7 +291,7 @@ def validate(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
             items[i] = msgspec.structs.replace(item, occurred_at=stamp)
         if stamp - now > MAX_FUTURE:
             return _lenient(body, now)
-    return items
+    return _refuse_repeats(body, len(items)) or items
 
 
 def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
@@ -250,4 +314,4 @@ def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
                 item.member_id, item.creative_id, item.ad_unit_id, occurred_at, item.idempotency_key
             )
         )
-    return valid
+    return _refuse_repeats(body, len(valid)) or valid
