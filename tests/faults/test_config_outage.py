@@ -51,7 +51,7 @@ async def test_a_write_to_a_hung_redis_is_uncertain_then_never_applied_twice(
     else:
         assert (await w.save(model.OFFER, retry))[1].version == 2
     config = await one_store.client.xrange(keys.stream(keys.CONFIG))
-    assert len(config) == 2  # created, paused: once
+    assert len(config or []) == 2  # created, paused: once
 
 
 async def test_an_uncertain_write_is_a_503_naming_the_object(
