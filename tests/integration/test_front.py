@@ -185,14 +185,46 @@ async def test_a_request_line_without_a_version_is_refused_at_once(port: int) ->
     assert (status, json.loads(body)["error"]["code"]) == (400, "bad_request")
 
 
-async def test_half_close_after_a_pixel_and_an_api_request_closes_after_both(port: int) -> None:
+@pytest.mark.parametrize("api_requests", [1, 3])
+async def test_half_close_after_a_pixel_and_api_requests_closes_after_all(
+    port: int, api_requests: int
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(get("/imptr?id=1") + get("/healthz"))
+    writer.write(get("/imptr?id=1") + get("/healthz") * api_requests)
     writer.write_eof()
     assert (await read_response(reader))[0] == 200  # the pixel, on the lean path
-    assert (await read_response(reader))[0] == 200  # /healthz, handed to aiohttp
+    for _ in range(api_requests):  # handed to aiohttp: every one answered
+        assert (await read_response(reader))[0] == 200
     assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed, not held open
     writer.close()
+
+
+async def test_half_close_after_a_pixel_and_part_of_a_request_closes(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        get("/imptr?id=1") + b"POST /publisher.v1/impression/record HTTP/1.1\r\nHost: t\r\n"
+    )
+    writer.write_eof()  # the rest of that head will never come
+    assert (await read_response(reader))[0] == 200
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 0.2])
+async def test_empty_lines_before_a_request_line_are_skipped(
+    port: int, store: EventStore, pause_s: float
+) -> None:
+    """RFC 9112 2.2: a server ignores empty lines before a request line (a client that ends a
+    request with an extra CRLF), also when they arrive on their own."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=1") + b"\r\n")
+    assert (await read_response(reader))[0] == 200
+    writer.write(b"\r\n\r\n")
+    await asyncio.sleep(pause_s)
+    writer.write(get("/imptr?id=2"))
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+    assert len(await impressions(store)) == 2
 
 
 async def test_a_long_pixel_url_within_the_parameter_limits_gets_its_image(

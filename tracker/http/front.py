@@ -240,7 +240,7 @@ class Front:
     """The protocol factory of the web socket (``loop.create_server(front, ...)``)."""
 
     def __init__(
-        self, app: web.Application, fallback: Callable[[], RequestHandler], access_log: AccessLog
+        self, app: web.Application, fallback: Callable[[], JsonErrorHandler], access_log: AccessLog
     ) -> None:
         self.app = app
         self.fallback = fallback  # aiohttp's factory: it gets every connection handed over
@@ -358,6 +358,10 @@ class PixelProtocol(asyncio.Protocol):
         """Start the next complete request in the buffer, or hand the connection over; after
         the client's EOF, close once nothing complete is left."""
         buffer = self.buffer
+        if buffer.startswith(b"\r\n"):  # empty lines before a request line (RFC 9112 2.2)
+            while buffer.startswith(b"\r\n"):
+                buffer = buffer[2:]
+            self.buffer = buffer
         end = buffer.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD:
             if _not_http1_line(buffer):  # aiohttp would wait for headers too: answer now
@@ -492,13 +496,34 @@ class PixelProtocol(asyncio.Protocol):
             self.buffer = b""
         if self.eof:  # the client sends no more: aiohttp answers what it has, then closes
             protocol.eof_received()
-            protocol.close()
+            protocol.peer_closed = True
+            if not protocol.queued():  # no complete request to answer, none can come
+                transport.close()
+            else:  # a request whose body never comes would hold it open: not past this
+                self.front.loop.call_later(KEEPALIVE_S, transport.close)
 
 
 class JsonErrorHandler(RequestHandler):
     """aiohttp's protocol, answering the errors it raises itself (a malformed request line or
     header, a line over the limit, a Content-Encoding it cannot decode) in the API's JSON shape
-    rather than as plain text. Its handlers' errors are the middleware's (``http.app``)."""
+    rather than as plain text. Its handlers' errors are the middleware's (``http.app``).
+
+    A connection the lean path hands over after the client's half-close (``peer_closed``) is
+    closed with the answer to the last request the client sent: aiohttp itself would not close
+    it (the EOF was taken before it had the connection)."""
+
+    peer_closed = False
+
+    def queued(self) -> int:
+        """Complete requests not yet being answered (aiohttp's private queue, read here only)."""
+        return len(self._messages)
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        if self.peer_closed and not self._messages:
+            resp.force_close()
+        return await super().finish_response(request, resp, start_time)
 
     def handle_error(
         self,
@@ -550,8 +575,10 @@ class FrontRunner(web.AppRunner):
         # What web.Server() makes, answering errors in JSON. Its private attributes are read
         # here, once: an aiohttp without them fails at start-up, not on a connection.
         loop, kwargs = server._loop, dict(server._kwargs)
+        if "_messages" not in RequestHandler.__slots__:  # JsonErrorHandler.queued reads it
+            raise RuntimeError("this aiohttp's RequestHandler has no _messages queue")
 
-        def handler() -> RequestHandler:
+        def handler() -> JsonErrorHandler:
             return JsonErrorHandler(server, loop=loop, **kwargs)
 
         self.front = Front(self.app, handler, self._pixel_log)
