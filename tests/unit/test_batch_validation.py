@@ -80,6 +80,8 @@ def test_timestamps_with_offsets_become_utc() -> None:
         "2026-01-15 11:00:00.000000+00:00",
         "2026-01-15T10:59:60Z",  # a leap second: the next second's start, as in POSIX time
         "2026-01-15t12:59:60+02:00",
+        "2026-01-15 10:59:60Z",
+        "2026-01-15T16:29:60+05:30",
     ],
 )
 def test_rfc_3339_and_other_iso_8601_forms_give_the_same_instant(stamp: str) -> None:
@@ -322,6 +324,29 @@ def test_a_repeated_member_name_is_an_error_naming_it() -> None:
     assert paths(validate(b'{"impressions": [%b]}' % valid_twice, NOW)) == [
         "$.impressions[0].member_id: repeated"
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        # an optional name twice in one item while another item lacks it: the counts even out
+        (
+            b'{"impressions": [{"member_id": "m", "creative_id": "c", "ad_unit_id": "a",'
+            b' "idempotency_key": "k1", "idempotency_key": "k2"},'
+            b' {"member_id": "m", "creative_id": "c", "ad_unit_id": "a"}]}',
+            "$.impressions[0].idempotency_key",
+        ),
+        # a name written with an escape is the same name
+        (
+            b'{"impressions": [{"member_id": "first", "member\\u005fid": "m",'
+            b' "creative_id": "c", "ad_unit_id": "a"}]}',
+            "$.impressions[0].member_id",
+        ),
+        (b'{"impressions": [], "impression\\u0073": []}', "$.impressions"),
+    ],
+)
+def test_a_repeat_is_found_however_it_is_written(raw: bytes, path: str) -> None:
+    assert paths(validate(raw, NOW)) == [f"{path}: repeated"]
 
 
 def test_a_value_that_spells_a_member_name_is_no_repeat() -> None:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -153,20 +155,35 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     return utc
 
 
-_LEAP_SECOND: Final = re.compile(r"(T\d\d:?59:?)60(?=\D|$)")
-# What the exact check for repeated member names looks for (see _may_repeat)
-_MEMBER_NAMES: Final = tuple(f'"{name}"'.encode() for name in sorted(_FIELDS))
+_LEAP_SECOND: Final = re.compile(r"([T ]\d\d:?\d\d:?)60(?=\D|$)")
+# A member name written with an escape ("member\u005fid" is member_id): the count below misses it
+_ESCAPED_NAME: Final = re.compile(rb'"[A-Za-z_]*\\u[0-9A-Fa-f]{4}[^"]*"\s*:')
 _REPEATS: Final = object()  # the key under which _repeated's hook lists an object's repeats
 
 
-def _may_repeat(body: bytes, n_items: int) -> bool:
+def _may_repeat(body: bytes, present: Mapping[str, int]) -> bool:
     """Whether a member name may be repeated in an object (JSON leaves the meaning of
     ``{"a": 1, "a": 2}`` open; a decoder keeps the last one, which would drop data silently).
-    A cheap scan: a name seen more often than there are objects to hold it, or ``impressions``
-    twice; ``_repeated`` then decides exactly (a value may equal a name too)."""
+    A cheap scan: ``impressions`` twice, a name seen more often than the decoded items carry it
+    (``present``: name -> items with it), or a name written with an escape. ``_repeated`` then
+    decides exactly (a value may spell a name too, ``"timestamp": null`` is an item without)."""
     if body.count(b'"impressions"') > 1:
         return True
-    return any(body.count(name) > n_items for name in _MEMBER_NAMES)
+    if any(body.count(b'"%b"' % name.encode()) > n for name, n in present.items()):
+        return True
+    return b"\\u" in body and _ESCAPED_NAME.search(body) is not None
+
+
+def _present(items: Sequence[ValidImpression | ImpressionRequest]) -> dict[str, int]:
+    """How many items carry each member name (the optional ones only when given). In C: map
+    with attrgetter, list.count; a Python loop would double the cost of validating a batch."""
+    n = len(items)
+    stamp = "occurred_at" if items and isinstance(items[0], ValidImpression) else "timestamp"
+    return {
+        **dict.fromkeys(_ID_FIELDS, n),
+        "timestamp": n - list(map(attrgetter(stamp), items)).count(None),
+        "idempotency_key": n - list(map(attrgetter("idempotency_key"), items)).count(None),
+    }
 
 
 def _repeated(body: bytes) -> list[FieldError]:
@@ -198,13 +215,25 @@ def _repeated(body: bytes) -> list[FieldError]:
     return errors
 
 
-def _refuse_repeats(body: bytes, n_items: int) -> Rejected | None:
-    errors = _repeated(body) if _may_repeat(body, n_items) else []
+def _refuse_repeats(
+    body: bytes, items: Sequence[ValidImpression | ImpressionRequest]
+) -> Rejected | None:
+    errors = _repeated(body) if _may_repeat(body, _present(items)) else []
     if not errors:
         return None
     return _reject(
         VALIDATION_FAILED, f"{len(errors)} invalid field(s); nothing was recorded", errors
     )
+
+
+def _present_in(items: list[Any]) -> dict[str, int]:
+    """``_present`` for items decoded as plain JSON (any shape)."""
+    counts = dict.fromkeys(_FIELDS, 0)
+    for item in items:
+        if isinstance(item, dict):
+            for name in _FIELDS.intersection(item):
+                counts[name] += 1
+    return counts
 
 
 def _string_error(value: object, limit: int) -> str | None:
@@ -263,7 +292,8 @@ def _lenient(body: bytes, now: datetime) -> Rejected:
     else:
         for i, item in enumerate(items):
             _check_item(item, f"$.impressions[{i}]", now, errors)
-    errors += _repeated(body)  # the first of a repeated name may be what was refused
+    if _may_repeat(body, _present_in(items if isinstance(items, list) else [])):
+        errors += _repeated(body)  # the first of a repeated name may be what was refused
     if not errors:  # the fast decoder refused something the checks above let through
         errors.append(FieldError("$", "invalid body"))
     return _reject(
@@ -291,7 +321,7 @@ def validate(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
             items[i] = msgspec.structs.replace(item, occurred_at=stamp)
         if stamp - now > MAX_FUTURE:
             return _lenient(body, now)
-    return _refuse_repeats(body, len(items)) or items
+    return _refuse_repeats(body, items) or items
 
 
 def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
@@ -301,6 +331,8 @@ def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
         request = _iso_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return _lenient(body, now)
+    if rejected := _refuse_repeats(body, request.impressions):
+        return rejected
     valid: list[ValidImpression] = []
     for item in request.impressions:
         occurred_at = None
@@ -314,4 +346,4 @@ def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
                 item.member_id, item.creative_id, item.ad_unit_id, occurred_at, item.idempotency_key
             )
         )
-    return _refuse_repeats(body, len(valid)) or valid
+    return valid
