@@ -69,6 +69,11 @@ async def test_an_uncertain_write_is_a_503_naming_the_object(
             f"/advertisers/{adv['id']}", json={"name": "B"}, headers={**h, "If-Match": "1"}
         )
         body = await r.json()
+        created = await api.post("/advertisers", json={"name": "C"}, headers=h)
+        created_body = await created.json()
     assert r.status == 503
     assert body["error"]["code"] == "write_uncertain"
     assert f"read advertiser {adv['id']} before retrying" in body["error"]["message"]
+    # a create retried would be a second object: the answer names the id to look for
+    assert (created.status, created_body["error"]["code"]) == (503, "write_uncertain")
+    assert f"advertiser {adv['id'] + 1} may have been created" in created_body["error"]["message"]

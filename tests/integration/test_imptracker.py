@@ -565,3 +565,10 @@ async def test_a_wrong_method_is_a_405_with_allow_in_xandrs_envelope(
     assert r.status == 405
     assert {"GET", "POST", "PUT", "DELETE"} <= set(r.headers["Allow"].replace(" ", "").split(","))
     assert (await r.json())["response"]["error_id"] == "SYNTAX"
+
+
+async def test_only_imptracker_paths_answer_in_xandrs_envelope(api: Client) -> None:
+    near = await api.get("/imptrackerX")
+    assert (near.status, (await near.json())["error"]["code"]) == (404, "not_found")
+    under = await api.get("/imptracker/nope")
+    assert (under.status, (await under.json())["response"]["error_id"]) == (404, "NOTFOUND")

@@ -323,6 +323,13 @@ async def test_a_freshpaint_imp_id_repeated_on_its_destination_is_a_duplicate(
         (by_id[r.headers["X-Impression-Id"]].verdict, by_id[r.headers["X-Impression-Id"]].reason)
         for r in answers
     ] == [("counted", ""), ("not_counted", "duplicate_imp_id"), ("counted", "")]
+    # ids with a colon: destination "a:b" with imp_id "c" is not destination "a" with "b:c"
+    for url in (
+        "/imp?env_id=env-42&dest_id=a:b&imp_id=c",
+        "/imp?env_id=env-42&dest_id=a&imp_id=b:c",
+    ):
+        r = await api.get(url, headers=BROWSER)
+        assert (await only_by_id(store, r.headers["X-Impression-Id"])).verdict == "counted"
 
 
 async def test_xandr_tracker_image_js_and_ancost(api: Client, store: EventStore) -> None:
@@ -560,3 +567,8 @@ async def test_a_non_numeric_aid_on_a_real_offer_is_that_offers_unknown_affiliat
     tenants = {e.tenant for e in events}
     assert tenants == {"958"}  # the offer owner's (make_token's tenant), who sees the hits
     assert {(e.verdict, e.reason) for e in events} == {("not_counted", "unknown_affiliate")}
+
+
+async def only_by_id(store: EventStore, impression_id: str) -> ImpressionSeen:
+    [event] = [e for e in await logged(store) if e.impression_id == impression_id]
+    return event

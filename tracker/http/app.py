@@ -18,7 +18,7 @@ from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_setup import setup_config
 from tracker.http.errors import ApiError, error_code, error_response
 from tracker.http.impressions import setup_impressions
-from tracker.http.imptracker import XANDR_PATHS, xandr_error
+from tracker.http.imptracker import is_xandr_path, xandr_error
 from tracker.http.ingest import setup_ingest
 from tracker.http.record import setup_record
 from tracker.ids import new_uuid7_hex
@@ -46,7 +46,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         error = ApiError(exc.status, error_code(exc.status), exc.reason)
         # 404 / 405 under Xandr's paths in Xandr's envelope, like their handlers' errors
-        xandr = request.path.startswith(XANDR_PATHS)
+        xandr = is_xandr_path(request.path)
         response = xandr_error(error) if xandr else error.response()
         if "Allow" in exc.headers:  # a 405 names the methods the resource has (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]

@@ -104,12 +104,14 @@ async def save(
         raise ApiError(409, "name_taken", f"already used by {kind} {exc.owner}") from None
     except WriteUncertain as exc:
         logger.error("config_write_uncertain", kind=kind, object_id=obj.id, error=str(exc))
-        raise ApiError(
-            503,
-            "write_uncertain",
-            f"{exc}: read {kind} {obj.id} before retrying (a retry based on version "
-            f"{obj.version} gets 409 version_conflict if it was saved)",
-        ) from None
+        if obj.version == 0:  # a retried create would get a new id: say which one to look for
+            advice = f"{kind} {obj.id} may have been created: read it, and create again only if 404"
+        else:
+            advice = (
+                f"read {kind} {obj.id} before retrying (a retry based on version {obj.version} "
+                "gets 409 version_conflict if it was saved)"
+            )
+        raise ApiError(503, "write_uncertain", f"{exc}: {advice}") from None
     logger.info(
         "config_changed",
         kind=kind,

@@ -83,8 +83,12 @@ def xandr(handler: XandrHandler) -> Callable[[web.Request], Awaitable[web.Respon
     return wrapped
 
 
-# The paths whose every error, aiohttp's 404 / 405 too, is in Xandr's envelope
+# The paths whose handlers' errors, and aiohttp's 404 / 405 there, are in Xandr's envelope
 XANDR_PATHS: Final = ("/imptracker",)
+
+
+def is_xandr_path(path: str) -> bool:
+    return path in XANDR_PATHS or path.startswith(tuple(f"{p}/" for p in XANDR_PATHS))
 
 
 def xandr_error(exc: ApiError) -> web.Response:

@@ -200,8 +200,9 @@ class Pixels:
                 tenant=q.env_id if known else UNKNOWN_TENANT,
                 reason=q.reason or ("" if known else UNKNOWN_ENVIRONMENT),
                 fields=fields,
-                # no offer here: an imp_id repeats within its destination (as the lookup keys it)
-                claim_scope=f"{q.env_id}:dest:{q.dest_id}",
+                # no offer here: an imp_id repeats within its destination (as the lookup keys
+                # it); the length keeps "a:b" + "c" apart from "a" + "b:c"
+                claim_scope=f"{q.env_id}:dest:{len(q.dest_id)}:{q.dest_id}",
             )
         else:
             offer_id, affiliate_id = _canonical_id(q.offer_id), _canonical_id(q.affiliate_id)
