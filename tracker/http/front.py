@@ -30,7 +30,7 @@ from typing import Any, Final, NamedTuple, cast
 import msgspec
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.http_exceptions import BadHttpMethod, ContentEncodingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -551,7 +551,9 @@ class JsonErrorHandler(RequestHandler):
                 response = error_response(400, "invalid_body", text)
         else:  # the client's mistake: one line, no traceback (any client could flood the log)
             text = message or HTTPStatus(status).phrase
-            logger.info("bad_request", status=status, error=text, remote=request.remote)
+            # not even HTTP (TLS or a scanner on the port): debug, as aiohttp has it
+            log = logger.debug if isinstance(exc, BadHttpMethod) else logger.info
+            log("bad_request", status=status, error=text, remote=request.remote)
             response = error_response(status, error_code(status), text)
         response.force_close()
         return response
