@@ -14,6 +14,7 @@ import pytest
 from tests.integration.config_support import SETTINGS, FrontTestServer
 from tracker.events import ImpressionSeen
 from tracker.eventstore.store import EventStore
+from tracker.http import front
 from tracker.http.app import create_app
 from tracker.http.front import MAX_LINE, parse_head
 from tracker.http.pixel import TRANSPARENT_GIF
@@ -185,7 +186,7 @@ async def test_a_request_line_without_a_version_is_refused_at_once(port: int) ->
     assert (status, json.loads(body)["error"]["code"]) == (400, "bad_request")
 
 
-@pytest.mark.parametrize("api_requests", [1, 3])
+@pytest.mark.parametrize("api_requests", [1, 3, 40])  # 40: past aiohttp's queue of 32
 async def test_half_close_after_a_pixel_and_api_requests_closes_after_all(
     port: int, api_requests: int
 ) -> None:
@@ -197,6 +198,36 @@ async def test_half_close_after_a_pixel_and_api_requests_closes_after_all(
         assert (await read_response(reader))[0] == 200
     assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed, not held open
     writer.close()
+
+
+async def test_an_api_request_then_a_half_close_is_answered(port: int) -> None:
+    """The connection went to aiohttp before the EOF came: aiohttp alone would close at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/healthz"))
+    writer.write_eof()
+    assert (await read_response(reader))[0] == 200
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_a_trickle_of_bytes_does_not_hold_a_connection(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(front, "KEEPALIVE_S", 0.5)
+    monkeypatch.setattr(front, "SWEEP_S", 0.1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imptr?id=1"))
+    await read_response(reader)
+    closed = False
+    for _ in range(20):  # an empty line every 0.2 s, for 4 s: closed meanwhile
+        try:
+            closed = await asyncio.wait_for(reader.read(1), 0.2) == b""
+        except TimeoutError:
+            writer.write(b"\r\n")
+        if closed:
+            break
+    writer.close()
+    assert closed
 
 
 async def test_half_close_after_a_pixel_and_part_of_a_request_closes(port: int) -> None:

@@ -80,6 +80,7 @@ _REASONS: Final = {
 _TOKEN_CHARS: Final = (
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
+_EMPTY_LINES: Final = re.compile(rb"(?:\r\n)+")
 _MISSING_DECODER: Final = re.compile(r"\((\w+)\)\. Please install")
 _INTERNAL_ERROR: Final = msgspec.json.encode(
     {"error": {"code": "internal_error", "message": "an internal error; it was logged"}}
@@ -264,7 +265,8 @@ class Front:
         return PixelProtocol(self)
 
     async def _sweep(self) -> None:
-        """Close connections idle (or stuck in a partial request) for KEEPALIVE_S."""
+        """Close connections without an answer for KEEPALIVE_S (idle, or stuck in a partial
+        request, however slowly it trickles in) that are not recording a hit."""
         while True:
             await asyncio.sleep(SWEEP_S)
             deadline = time.monotonic() - KEEPALIVE_S
@@ -303,6 +305,8 @@ class PixelProtocol(asyncio.Protocol):
         self.paused = False  # reading paused: MAX_BUFFER bytes wait, or the client reads slowly
         self.write_paused = False  # the transport's buffer is full: start no new request
         self.eof = False  # the client half-closed: answer what is buffered, then close
+        # the connection's start, then its last answer: bytes alone do not count, or a client
+        # trickling a byte a minute (a head, empty lines) would hold the connection for ever
         self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -321,7 +325,6 @@ class PixelProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer = self.buffer + data if self.buffer else data
-        self.last_active = time.monotonic()
         if not self.busy and not self.write_paused:
             self._next()
         elif len(self.buffer) > MAX_BUFFER:
@@ -358,10 +361,9 @@ class PixelProtocol(asyncio.Protocol):
         """Start the next complete request in the buffer, or hand the connection over; after
         the client's EOF, close once nothing complete is left."""
         buffer = self.buffer
-        if buffer.startswith(b"\r\n"):  # empty lines before a request line (RFC 9112 2.2)
-            while buffer.startswith(b"\r\n"):
-                buffer = buffer[2:]
-            self.buffer = buffer
+        # empty lines before a request line are skipped (RFC 9112 2.2), in one pass
+        if buffer.startswith(b"\r\n") and (skipped := _EMPTY_LINES.match(buffer)) is not None:
+            buffer = self.buffer = buffer[skipped.end() :]
         end = buffer.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD:
             if _not_http1_line(buffer):  # aiohttp would wait for headers too: answer now
@@ -494,13 +496,8 @@ class PixelProtocol(asyncio.Protocol):
         if self.buffer:
             protocol.data_received(self.buffer)
             self.buffer = b""
-        if self.eof:  # the client sends no more: aiohttp answers what it has, then closes
-            protocol.eof_received()
-            protocol.peer_closed = True
-            if not protocol.queued():  # no complete request to answer, none can come
-                transport.close()
-            else:  # a request whose body never comes would hold it open: not past this
-                self.front.loop.call_later(KEEPALIVE_S, transport.close)
+        if self.eof and not protocol.eof_received():
+            transport.close()
 
 
 class JsonErrorHandler(RequestHandler):
@@ -508,22 +505,49 @@ class JsonErrorHandler(RequestHandler):
     header, a line over the limit, a Content-Encoding it cannot decode) in the API's JSON shape
     rather than as plain text. Its handlers' errors are the middleware's (``http.app``).
 
-    A connection the lean path hands over after the client's half-close (``peer_closed``) is
-    closed with the answer to the last request the client sent: aiohttp itself would not close
-    it (the EOF was taken before it had the connection)."""
+    After the client's half-close (``peer_closed``: seen here, or by the lean path before it
+    handed the connection over) the requests it sent are answered and the connection closes
+    with the last answer; aiohttp's own ``eof_received`` closes at once, dropping them. A
+    connection whose answers stop coming (a body that never arrives) closes ``KEEPALIVE_S``
+    after the half-close or its last answer. Reads aiohttp's private ``_request_count`` and
+    ``_messages`` (checked at start-up by ``FrontRunner.setup``)."""
 
     peer_closed = False
+    _eof_timer: asyncio.TimerHandle | None = None
+    _answered = 0
 
-    def queued(self) -> int:
-        """Complete requests not yet being answered (aiohttp's private queue, read here only)."""
-        return len(self._messages)
+    def eof_received(self) -> bool:  # type: ignore[override]
+        """The client half-closed: keep the connection while requests it sent are unanswered.
+        Called again when aiohttp resumes reading after EOF (its queue of 32 had filled)."""
+        self.peer_closed = True
+        if self._request_count == self._answered:  # every request read is answered
+            return False
+        self._arm_eof_timer()
+        return True
+
+    def _arm_eof_timer(self) -> None:
+        if self._eof_timer is not None:
+            self._eof_timer.cancel()
+        if self.transport is not None:
+            self._eof_timer = self._loop.call_later(KEEPALIVE_S, self.force_close)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._eof_timer is not None:  # its handle would keep this protocol alive
+            self._eof_timer.cancel()
+            self._eof_timer = None
+        super().connection_lost(exc)
 
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
-        if self.peer_closed and not self._messages:
+        if self.peer_closed and not self._messages:  # the last request the client sent
             resp.force_close()
-        return await super().finish_response(request, resp, start_time)
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._answered += 1
+            if self._eof_timer is not None:  # answers are coming: the deadline moves on
+                self._arm_eof_timer()
 
     def handle_error(
         self,
@@ -577,8 +601,8 @@ class FrontRunner(web.AppRunner):
         # What web.Server() makes, answering errors in JSON. Its private attributes are read
         # here, once: an aiohttp without them fails at start-up, not on a connection.
         loop, kwargs = server._loop, dict(server._kwargs)
-        if "_messages" not in RequestHandler.__slots__:  # JsonErrorHandler.queued reads it
-            raise RuntimeError("this aiohttp's RequestHandler has no _messages queue")
+        if not {"_messages", "_request_count"} <= set(RequestHandler.__slots__):
+            raise RuntimeError("this aiohttp's RequestHandler lacks what JsonErrorHandler reads")
 
         def handler() -> JsonErrorHandler:
             return JsonErrorHandler(server, loop=loop, **kwargs)
