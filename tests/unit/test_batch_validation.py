@@ -78,16 +78,33 @@ def test_timestamps_with_offsets_become_utc() -> None:
         "2026-01-15T13:00:00+0200",  # other ISO 8601 forms: the second pass
         "20260115T110000Z",
         "2026-01-15 11:00:00.000000+00:00",
-        "2026-01-15T10:59:60Z",  # a leap second: the next second's start, as in POSIX time
-        "2026-01-15t12:59:60+02:00",
-        "2026-01-15 10:59:60Z",
-        "2026-01-15T16:29:60+05:30",
     ],
 )
 def test_rfc_3339_and_other_iso_8601_forms_give_the_same_instant(stamp: str) -> None:
     [valid] = validate(body(item(timestamp=stamp)), NOW)  # type: ignore[misc]
     assert valid.occurred_at == datetime(2026, 1, 15, 11, 0, tzinfo=UTC)
     assert valid.occurred_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-01-14T23:59:60Z",
+        "2026-01-15t01:59:60+02:00",
+        "2026-01-14 23:59:60Z",
+        "2026-01-15T05:29:60+05:30",
+    ],
+)
+def test_a_leap_second_is_the_next_seconds_start(stamp: str) -> None:
+    """As in POSIX time; a leap second is 23:59:60 UTC, in whatever offset it is written."""
+    [valid] = validate(body(item(timestamp=stamp)), NOW)  # type: ignore[misc]
+    assert valid.occurred_at == datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
+
+
+def test_a_60th_second_at_another_time_is_no_timestamp() -> None:
+    assert paths(validate(body(item(timestamp="2026-01-15T10:30:60Z")), NOW)) == [
+        "$.impressions[0].timestamp: not an ISO 8601 timestamp"
+    ]
 
 
 def test_a_body_mixing_both_forms_is_valid_as_a_whole() -> None:
@@ -347,6 +364,32 @@ def test_a_repeated_member_name_is_an_error_naming_it() -> None:
 )
 def test_a_repeat_is_found_however_it_is_written(raw: bytes, path: str) -> None:
     assert paths(validate(raw, NOW)) == [f"{path}: repeated"]
+
+
+def test_a_repeat_is_named_with_every_other_problem() -> None:
+    raw = (
+        b'{"impressions": [{"member_id": "m", "creative_id": "c", "ad_unit_id": "a",'
+        b' "idempotency_key": "k1", "idempotency_key": "k2"},'
+        b' {"member_id": "m", "creative_id": "c", "ad_unit_id": "a", "timestamp": "yesterday"}]}'
+    )
+    assert paths(validate(raw, NOW)) == [
+        "$.impressions[1].timestamp: not an ISO 8601 timestamp",
+        "$.impressions[0].idempotency_key: repeated",
+    ]
+
+
+def test_optional_names_sent_as_null_are_no_repeat() -> None:
+    """Many serializers write unset fields as null: those bodies are valid, and a real repeat
+    among them is still found."""
+    nulls = b'"timestamp": null, "idempotency_key":null'
+    one = b'{"member_id": "m", "creative_id": "c", "ad_unit_id": "a", %b}' % nulls
+    assert len(validate(b'{"impressions": [%b, %b]}' % (one, one), NOW)) == 2  # type: ignore[arg-type]
+    twice = one.replace(
+        b'"idempotency_key":null', b'"idempotency_key": "k", "idempotency_key": null'
+    )
+    assert paths(validate(b'{"impressions": [%b, %b]}' % (one, twice), NOW)) == [
+        "$.impressions[1].idempotency_key: repeated"
+    ]
 
 
 def test_a_value_that_spells_a_member_name_is_no_repeat() -> None:

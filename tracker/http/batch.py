@@ -134,11 +134,17 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     """The aware UTC time, or the error message."""
     if len(value) > MAX_TIMESTAMP_CHARS:
         return "not an ISO 8601 timestamp"
-    # RFC 3339 allows a lower-case "t" / "z"; a leap second (23:59:60) is read, as POSIX
-    # time has it, as the start of the next second
+    # RFC 3339 allows a lower-case "t" / "z"; a leap second (23:59:60 UTC, in any offset) is
+    # read, as POSIX time has it, as the start of the next second
     value, leap = _LEAP_SECOND.subn(r"\g<1>59", value.upper(), count=1)
     try:
-        parsed = datetime.fromisoformat(value) + timedelta(seconds=leap)
+        parsed = datetime.fromisoformat(value)
+        if leap:
+            offset = parsed.utcoffset()
+            at = (parsed - offset).time() if offset is not None else parsed.time()
+            if (at.hour, at.minute, at.second) != (23, 59, 59):  # :60 is no other second
+                return "not an ISO 8601 timestamp"
+            parsed += timedelta(seconds=1)
     except (ValueError, OverflowError):
         return "not an ISO 8601 timestamp"
     if parsed.tzinfo is UTC:  # "...Z" or "+00:00": the usual case, already UTC
@@ -158,6 +164,12 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
 _LEAP_SECOND: Final = re.compile(r"([T ]\d\d:?\d\d:?)60(?=\D|$)")
 # A member name written with an escape ("member\u005fid" is member_id): the count below misses it
 _ESCAPED_NAME: Final = re.compile(rb'"[A-Za-z_]*\\u[0-9A-Fa-f]{4}[^"]*"\s*:')
+# An optional name given as null: present in the body, not in the item (a null, then a value,
+# for one name is not seen as a repeat: nothing is lost when the null gives way)
+_NULL_VALUES: Final = {
+    name: re.compile(rb'"%b"\s*:\s*null' % name.encode())
+    for name in ("timestamp", "idempotency_key")
+}
 _REPEATS: Final = object()  # the key under which _repeated's hook lists an object's repeats
 
 
@@ -166,11 +178,16 @@ def _may_repeat(body: bytes, present: Mapping[str, int]) -> bool:
     ``{"a": 1, "a": 2}`` open; a decoder keeps the last one, which would drop data silently).
     A cheap scan: ``impressions`` twice, a name seen more often than the decoded items carry it
     (``present``: name -> items with it), or a name written with an escape. ``_repeated`` then
-    decides exactly (a value may spell a name too, ``"timestamp": null`` is an item without)."""
+    decides exactly (a value may spell a name too)."""
     if body.count(b'"impressions"') > 1:
         return True
-    if any(body.count(b'"%b"' % name.encode()) > n for name, n in present.items()):
-        return True
+    nulls = b"null" in body
+    for name, n in present.items():
+        count = body.count(b'"%b"' % name.encode())
+        if count > n and nulls and name in _NULL_VALUES:  # "timestamp": null is an item without
+            count -= len(_NULL_VALUES[name].findall(body))
+        if count > n:
+            return True
     return b"\\u" in body and _ESCAPED_NAME.search(body) is not None
 
 
@@ -331,8 +348,8 @@ def _iso(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
         request = _iso_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return _lenient(body, now)
-    if rejected := _refuse_repeats(body, request.impressions):
-        return rejected
+    if _refuse_repeats(body, request.impressions):  # named with every other problem
+        return _lenient(body, now)
     valid: list[ValidImpression] = []
     for item in request.impressions:
         occurred_at = None
