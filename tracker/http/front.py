@@ -143,9 +143,8 @@ def parse_head(raw: bytes) -> Head | None:
 
 def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
     """(values by lowercase name, the first of repeated ones but X-Forwarded-For's and Cookie's
-    lines joined;
-    Connection tokens; number of Host headers), or None to hand off. A plain dict: the pixel path
-    looks names up in lowercase."""
+    lines joined; Connection tokens; number of Host headers), or None to hand off. A plain dict:
+    the pixel path looks names up in lowercase."""
     headers: dict[str, str] = {}
     tokens: set[str] = set()
     hosts = 0
@@ -529,7 +528,8 @@ class JsonErrorHandler(RequestHandler):
         if self._eof_timer is not None:
             self._eof_timer.cancel()
         if self.transport is not None:
-            self._eof_timer = self._loop.call_later(KEEPALIVE_S, self.force_close)
+            loop = asyncio.get_running_loop()  # called from the loop (a callback, a task)
+            self._eof_timer = loop.call_later(KEEPALIVE_S, self.force_close)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._eof_timer is not None:  # its handle would keep this protocol alive
