@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 import pytest
 import redis.asyncio as redis
+import uvloop
 
 from tests.redis_server import redis_binaries, start_server
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.pipe import close_pipe
 from tracker.eventstore.store import EventStore
+
+# Production serves on uvloop (tracker.cli): the lean front end's socket-level tests run on both
+# loops, the rest on asyncio's.
+_BOTH_LOOPS: Final = ("test_front.py",)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if item.path.name in _BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(scope="session")
