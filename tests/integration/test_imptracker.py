@@ -260,16 +260,26 @@ async def test_seed_view_one_several_and_list(api: Client, store: EventStore) ->
     assert [t["id"] for t in page["response"]["imptrackers"]] == [tids[1]]
 
 
-async def test_list_pages_cap_at_100(api: Client, store: EventStore) -> None:
+async def _trackers(api: Client, store: EventStore, count: int) -> tuple[dict[str, str], int]:
+    """(admin headers, advertiser id) after creating ``count`` trackers of one advertiser."""
     h = await make_token(store, tenant="7")
     n = await network(api, h, "A", [("L", "P")])
     body = {"imptracker": {"name": "t", "publisher": {"id": n["P"]}, "line_item": {"id": n["L"]}}}
-    for _ in range(103):
+    for _ in range(count):
         await ok(await api.post(f"/imptracker?advertiser_id={n['A']}", json=body, headers=h))
-    first = (await ok(await api.get(f"/imptracker?advertiser_id={n['A']}", headers=h)))["response"]
+    return h, n["A"]
+
+
+async def test_list_pages_cap_at_100(api: Client, store: EventStore) -> None:
+    h, advertiser = await _trackers(api, store, 103)
+    first = (await ok(await api.get(f"/imptracker?advertiser_id={advertiser}", headers=h)))[
+        "response"
+    ]
     assert (first["count"], len(first["imptrackers"])) == (103, 100)
     rest = (
-        await ok(await api.get(f"/imptracker?advertiser_id={n['A']}&start_element=100", headers=h))
+        await ok(
+            await api.get(f"/imptracker?advertiser_id={advertiser}&start_element=100", headers=h)
+        )
     )["response"]
     assert len(rest["imptrackers"]) == 3
 
@@ -546,13 +556,9 @@ async def test_put_is_partial_and_round_trips(api: Client, store: EventStore) ->
 
 
 async def test_num_elements_zero_gives_the_count_alone(api: Client, store: EventStore) -> None:
-    h = await make_token(store, tenant="7")
-    n = await network(api, h, "A", [("L", "P")])
-    body = {"imptracker": {"name": "t", "publisher": {"id": n["P"]}, "line_item": {"id": n["L"]}}}
-    for _ in range(2):
-        await ok(await api.post(f"/imptracker?advertiser_id={n['A']}", json=body, headers=h))
+    h, advertiser = await _trackers(api, store, 2)
     page = (
-        await ok(await api.get(f"/imptracker?advertiser_id={n['A']}&num_elements=0", headers=h))
+        await ok(await api.get(f"/imptracker?advertiser_id={advertiser}&num_elements=0", headers=h))
     )["response"]
     assert (page["count"], page["num_elements"], page["imptrackers"]) == (2, 0, [])
 
