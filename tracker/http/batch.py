@@ -236,8 +236,10 @@ def _refuse_repeats(
     body: bytes, items: Sequence[ValidImpression | ImpressionRequest]
 ) -> Rejected | None:
     errors = _repeated(body) if _may_repeat(body, _present(items)) else []
-    if not errors:
-        return None
+    return _invalid(errors) if errors else None
+
+
+def _invalid(errors: list[FieldError]) -> Rejected:
     return _reject(
         VALIDATION_FAILED, f"{len(errors)} invalid field(s); nothing was recorded", errors
     )
@@ -313,9 +315,7 @@ def _lenient(body: bytes, now: datetime) -> Rejected:
         errors += _repeated(body)  # the first of a repeated name may be what was refused
     if not errors:  # the fast decoder refused something the checks above let through
         errors.append(FieldError("$", "invalid body"))
-    return _reject(
-        VALIDATION_FAILED, f"{len(errors)} invalid field(s); nothing was recorded", errors
-    )
+    return _invalid(errors)
 
 
 def validate(body: bytes, now: datetime) -> list[ValidImpression] | Rejected:
