@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -283,3 +284,62 @@ async def test_a_batch_of_ten_thousand_hits_from_one_ip_commits(
         assert await client.zcard(imp.ip_key(part, tenant, "198.51.100.0")) == 100
     newest = await lookup.recent_by_ip(client, store.partitions, tenant, "198.51.100.0")
     assert len(newest) == 100
+
+
+async def test_a_duplicate_outliving_the_first_stays_findable_and_replays_alike(
+    store: EventStore, client: redis.Redis, redis_url: str
+) -> None:
+    # A counted impression and, 1.5 s later, its not-counted duplicate, in a 3 s window: after
+    # the first's window the duplicate's record lives on, and so must its place under the
+    # external id, in the live state and in a rebuild made then.
+    window_ms = 3_000
+    sec, usec = await client.time()
+    base = int(sec) * 1000 + int(usec) // 1000
+    stream = keys.stream("p0")
+
+    async def add(at_ms: int, **fields: Any) -> str:
+        e = impression(
+            at=datetime.fromtimestamp(at_ms / 1000, UTC),
+            impression_id=IDS.mint(0, 4),
+            offer_id="1",
+            external_imp_id="AFF-1",
+            **fields,
+        )
+        await client.xadd(stream, {"event": events.encode(e)}, id=f"{at_ms}-0")
+        return e.impression_id
+
+    first = await add(base)
+    dup = await add(base + 1_500, verdict="not_counted", reason="duplicate_imp_id")
+    await catch_up(store, ImpressionLookup(window_ms=window_ms))
+    parts = store.partitions
+    assert await lookup.find_by_external_imp_id(client, parts, "t1", "1", "AFF-1") == first
+
+    await asyncio.sleep((base + window_ms + 300) / 1000 - datetime.now(UTC).timestamp())
+    assert await lookup.get_record(client, parts, first) is None
+    assert await lookup.find_by_external_imp_id(client, parts, "t1", "1", "AFF-1") == dup
+    live = await snapshot(client)
+
+    fresh = connect(redis_url.rsplit("/", 1)[0] + "/1")
+    await fresh.flushdb()
+    replay = EventStore(fresh, partitions=4)
+    try:
+        await client.copy(stream, stream, destination_db="1")
+        await catch_up(replay, ImpressionLookup(window_ms=window_ms))
+        assert await lookup.find_by_external_imp_id(fresh, parts, "t1", "1", "AFF-1") == dup
+        rebuilt = await snapshot(fresh)
+    finally:
+        replay.close()
+        await fresh.aclose()
+    assert rebuilt.keys() == live.keys()
+
+
+async def test_a_pointer_written_before_the_sorted_sets_is_still_read(
+    store: EventStore, client: redis.Redis
+) -> None:
+    e = recent(offer_id="1")
+    await store.append_many([e])
+    await catch_up(store)
+    part = lookup.partition_of(store.partitions, e.impression_id)
+    await client.set(imp.legacy_external_key(part, "t1", "1", "old"), e.impression_id)
+    found = await lookup.find_by_external_imp_id(client, store.partitions, "t1", "1", "old")
+    assert found == e.impression_id

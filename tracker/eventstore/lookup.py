@@ -67,17 +67,22 @@ async def find_by_external_imp_id(
     ``imp_id``, ``offer_id`` is its destination's scope: ``"dest:" + dest_id``
     (``projections.impressions.external_scope``).
 
-    Two partitions can each hold one (the same imp_id reached us twice with different routes);
-    then a counted impression wins over a not-counted one, and the newer over the older.
+    Every impression that named it within the window is a candidate (the first, its not-counted
+    duplicates, the same imp_id reaching us in two partitions): one whose record still lives,
+    counted before not counted, then the newest, wins.
     """
     async with client.pipeline(transaction=False) as pipe:
         for part in partitions:
-            pipe.get(imp.external_key(part, tenant, offer_id, external_imp_id))
+            pipe.zrange(imp.external_key(part, tenant, offer_id, external_imp_id), 0, -1)
+            pipe.get(imp.legacy_external_key(part, tenant, offer_id, external_imp_id))
         replies: list[Any] = await pipe.execute()
-    found = [as_str(r) for r in replies if r is not None]
-    if len(found) <= 1:
-        return found[0] if found else None
-    records = await get_records(client, partitions, found)
+    found: dict[str, None] = {}  # in order, once each
+    for reply in replies:
+        if isinstance(reply, list):  # a sorted set's members
+            found.update(dict.fromkeys(map(as_str, reply)))
+        elif reply is not None:  # a legacy pointer
+            found[as_str(reply)] = None
+    records = await get_records(client, partitions, list(found))
     if not records:
         return None
     return max(records.values(), key=lambda r: (r.counted, r.occurred_at_ms)).impression_id

@@ -7,10 +7,14 @@ Per ``ImpressionSeen``, under the impression's partition tag (``tracker:{pN}:pro
 
 - ``i:<impression id>`` -> the compact record (msgpack array, ``ImpressionRecord``), ``PXAT
   occurred_at + window``. The id itself is not stored in the value: it is in the key.
-- ``x:<tenant>:<offer>:<external imp id>`` -> our id, same expiry. A counted impression
-  overwrites; a not-counted one (e.g. the duplicate of that imp_id) only fills an empty slot.
-- ``v:<tenant>:<visitor>``, ``m:<tenant>:<member>``, ``ip:<tenant>:<ip>`` -> sorted sets of our
-  ids scored by ``occurred_at`` ms; pruned to the window and capped to the newest ``cap``.
+- ``xs:<tenant>:<offer>:<external imp id>``, ``v:<tenant>:<visitor>``, ``m:<tenant>:<member>``,
+  ``ip:<tenant>:<ip>`` -> sorted sets of our ids scored by ``occurred_at`` ms; pruned to the
+  window and capped to the newest ``cap``. An external imp id keeps every impression that named it
+  (the first, counted, and its not-counted duplicates): each is found while its record lives, and
+  the reader prefers a counted one, then the newest. (Until session 9 this was one pointer
+  ``x:...`` that a duplicate could not take: when the first impression's window ended, a
+  duplicate's later one could no longer be found, and a rebuild could differ from the live
+  state. The reader still reads ``x:`` keys, which expire within one window.)
 
 Expiry is deterministic under replay: every deadline is an absolute time taken from the log. A
 sorted set is shared by many impressions, some of them out of order (batch API timestamps), so
@@ -148,6 +152,11 @@ def record_key(part: str, impression_id: str) -> str:
 
 
 def external_key(part: str, tenant: str, offer_id: str, external_imp_id: str) -> str:
+    return keys.projection(part, NAME, "xs", _seg(tenant), _seg(offer_id), external_imp_id)
+
+
+def legacy_external_key(part: str, tenant: str, offer_id: str, external_imp_id: str) -> str:
+    """The single pointer written before session 9 (a string; gone one window after)."""
     return keys.projection(part, NAME, "x", _seg(tenant), _seg(offer_id), external_imp_id)
 
 
@@ -173,9 +182,11 @@ def ip_key(part: str, tenant: str, ip: str) -> str:
 
 
 def index_keys(part: str, event: ImpressionSeen) -> list[str]:
-    """The sorted sets (visitor, member, IP) an impression is listed in."""
+    """The sorted sets (external imp id, visitor, member, IP) an impression is listed in."""
     tenant = event.tenant
     out = []
+    if event.external_imp_id:
+        out.append(external_key(part, tenant, external_scope(event), event.external_imp_id))
     if event.visitor_id:
         out.append(visitor_key(part, tenant, event.visitor_id))
     if event.member_id:
@@ -199,7 +210,7 @@ class _Recent:
 
 
 class ImpressionLookup:
-    """Impression id -> record; (offer, external imp id) -> id; visitor / member / IP -> ids."""
+    """Impression id -> record; (offer, external imp id) / visitor / member / IP -> ids."""
 
     name = NAME
 
@@ -240,11 +251,6 @@ class ImpressionLookup:
                     (encode_record(record_of(event)), "PXAT", deadline),
                 )
             )
-            if event.external_imp_id:
-                scope = external_scope(event)
-                key = external_key(part, event.tenant, scope, event.external_imp_id)
-                only_if_empty = () if event.verdict == "counted" else ("NX",)
-                ops.append(Op("SET", key, (iid, "PXAT", deadline, *only_if_empty)))
             for key in index_keys(part, event):
                 changes = recent.setdefault(key, _Recent())
                 changes.members += [at_ms, iid]
