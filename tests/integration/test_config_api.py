@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
-from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
+from tests.integration.config_support import (  # noqa: F401  # fixture
+    SETTINGS,
+    api_fixture,
+    make_token,
+    ok,
+)
 from tracker.eventstore import keys
 from tracker.eventstore.store import EventStore
+from tracker.http.app import create_app
 
 Client = TestClient[Any, Any]
 
@@ -123,6 +131,34 @@ async def test_invalid_offer_writes_nothing(
     error = (await r.json())["error"]
     assert (r.status, error["code"]) == (422, code), error
     assert await store.length(keys.CONFIG) == before
+
+
+async def test_an_offer_outlasting_a_shortened_lookup_window_is_reported_and_still_editable(
+    api: Client, store: EventStore
+) -> None:
+    h = await make_token(store)
+    adv = await ok(await api.post("/advertisers", json={"name": "Adv"}, headers=h), 201)
+    body = {"name": "Long", "advertiser_id": adv["id"], "attribution_window_days": 30}
+    offer = await ok(await api.post("/offers", json=body, headers=h), 201)
+    # the service restarted with TRACKER_LOOKUP_WINDOW_DAYS=7
+    shorter = msgspec.structs.replace(SETTINGS, lookup_window_days=7)
+    with capture_logs() as logs:
+        client = TestClient(TestServer(create_app(store, shorter)))
+        await client.start_server()
+    try:
+        warning = next(e for e in logs if e["event"] == "attribution_windows_outlast_lookup")
+        assert (warning["offers"], warning["lookup_window_days"]) == ([offer["id"]], 7)
+        url = f"/offers/{offer['id']}"
+        paused = await client.patch(url, json={"status": "paused", "version": 1}, headers=h)
+        assert (await ok(paused))["attribution_window_days"] == 30
+        change = {"attribution_window_days": 20, "version": 2}
+        longer = await client.patch(url, json=change, headers=h)
+        assert (await longer.json())["error"]["field"] == "attribution_window_days"
+        assert longer.status == 422
+        change = {"attribution_window_days": 7, "version": 2}
+        await ok(await client.patch(url, json=change, headers=h))
+    finally:
+        await client.close()
 
 
 async def test_offer_with_everything(api: Client, store: EventStore) -> None:

@@ -18,8 +18,10 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from tracker.actors.runner import backoff_s
+from tracker.config import model
 from tracker.eventstore import keys
 from tracker.eventstore.store import EventStore, StoredEvent
+from tracker.http.app_keys import SETTINGS
 from tracker.projections import config as config_projection
 from tracker.projections.config import ConfigState
 
@@ -131,10 +133,29 @@ class LiveConfig:
 LIVE_CONFIG = web.AppKey("live_config", LiveConfig)
 
 
+def _warn_of_long_windows(state: ConfigState, lookup_days: int) -> None:
+    """Offers whose attribution window outlasts the impression lookup (TRACKER_LOOKUP_WINDOW_DAYS
+    was lowered after they were made): their late conversions will not find the impression."""
+    offers = sorted(
+        offer_id
+        for offer_id, offer in state.objects[model.OFFER].items()
+        if not offer.deleted and offer.attribution_window_days > lookup_days
+    )
+    if offers:
+        logger.warning(
+            "attribution_windows_outlast_lookup",
+            offers=offers[:100],
+            count=len(offers),
+            lookup_window_days=lookup_days,
+            fix="raise TRACKER_LOOKUP_WINDOW_DAYS or shorten these offers' windows",
+        )
+
+
 async def live_config_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: load the configuration before serving, tail it while the app runs."""
     live = app[LIVE_CONFIG]
     await live.load()
+    _warn_of_long_windows(live.state, app[SETTINGS].lookup_window_days)
     task = asyncio.create_task(live.run(), name="config-tail")
     yield
     live.stop()

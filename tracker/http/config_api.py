@@ -128,8 +128,11 @@ def checked(request: web.Request, state: Any, kind: str, obj: Any, previous: Any
     except Invalid as exc:
         raise ApiError(422, exc.code, exc.message, field=exc.field) from None
     lookup_days = request.app[SETTINGS].lookup_window_days
-    if kind == model.OFFER and obj.attribution_window_days > lookup_days:
-        # attribution needs the impression lookup to still hold the impression
+    window = obj.attribution_window_days if kind == model.OFFER else 0
+    # attribution needs the impression lookup to still hold the impression; an offer made before
+    # TRACKER_LOOKUP_WINDOW_DAYS was lowered can still change in other ways (its window is
+    # reported at start-up, see live_config_ctx)
+    if window > lookup_days and (previous is None or window != previous.attribution_window_days):
         raise ApiError(
             422,
             "invalid_field",
