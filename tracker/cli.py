@@ -78,13 +78,9 @@ def _check_events_args(args: argparse.Namespace) -> None:
 
 def _check_stream_id(value: str) -> None:
     try:
-        ms, seq = keys.parse_id(value)
-    except ValueError:
-        raise SettingsError(
-            f"--from {value!r}: expected a stream id such as 1700000000000-0"
-        ) from None
-    if ms < 0 or seq < 0:
-        raise SettingsError(f"--from {value!r}: expected a stream id such as 1700000000000-0")
+        keys.checked_id(value)
+    except ValueError as exc:
+        raise SettingsError(f"--from {exc}") from None
 
 
 def _line(stored: StoredEvent) -> bytes:
@@ -99,7 +95,7 @@ def _streams(store: EventStore, chosen: list[str] | None) -> list[str]:
     bad = [s for s in chosen if s not in valid]
     if bad:
         raise SettingsError(f"--stream {bad[0]!r}: expected one of {', '.join(valid)}")
-    return chosen
+    return list(dict.fromkeys(chosen))  # a stream named twice is still read once
 
 
 async def _events_main(settings: Settings, args: argparse.Namespace) -> None:

@@ -46,6 +46,9 @@ def tracker(
         ["dev", "--actors", "ghost"],
         [],
         ["events", "tail", "--from", "yesterday"],
+        ["events", "tail", "--from", "18446744073709551616-0"],  # over 2^64 - 1: Redis refuses
+        ["events", "export", "--since", "99999999999999999999999-0"],
+        ["events", "export", "--until", "1-+5"],
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args: list[str]) -> None:
@@ -95,6 +98,18 @@ async def test_events_export_in_time_order_with_bounds(store: EventStore, redis_
     bad = tracker("events", "export", "--since", "yesterday", env=env)
     assert bad.returncode == 2
     assert "yesterday" in bad.stderr
+    # times before 1970: the log's start (everything since, nothing until)
+    assert tracker("events", "export", "--since", "1969-12-31T00:00:00Z", env=env).stdout == (
+        everything.stdout
+    )
+    nothing = tracker("events", "export", "--until", "1970-01-01T00:00:00Z", env=env)
+    assert (nothing.returncode, nothing.stdout) == (0, "")
+    part = lines[0]["stream"]
+    once = tracker("events", "export", "--stream", part, env=env)
+    assert tracker("events", "export", "--stream", part, "--stream", part, env=env).stdout == (
+        once.stdout
+    )
+    assert once.stdout
 
 
 def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:

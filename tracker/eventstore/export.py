@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -10,22 +11,30 @@ from tracker.eventstore import keys
 from tracker.eventstore.store import EventStore, StoredEvent
 
 PAGE = 1000
+_STREAM_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
 
 
 def time_bound(value: str, *, upper: bool) -> str:
-    """An export bound: a stream id as is, or an ISO 8601 time turned into an id bound."""
+    """An export bound: a stream id as is, or an ISO 8601 time turned into an id bound (a time
+    before 1970 is the log's start; ValueError for anything else)."""
     if value in ("-", "+"):
         return value
-    try:
-        keys.parse_id(value)
+    if _STREAM_ID.fullmatch(value):
+        keys.checked_id(value)  # in range
         return value
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        pass
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        raise ValueError(
+            f"{value!r}: expected a stream id (1700000000000-0) or an ISO 8601 time "
+            "(2026-01-01T00:00:00Z)"
+        ) from None
     if moment.tzinfo is None:
         raise ValueError(f"{value!r}: give a time zone (e.g. 2026-01-01T00:00:00Z)")
-    ms = int(moment.timestamp() * 1000)
-    return f"{ms - 1}-18446744073709551615" if upper else f"{ms}-0"
+    ms = max(int(moment.timestamp() * 1000), 0)
+    if upper:  # exclusive: ids before ms; nothing is before 0
+        return f"{ms - 1}-{keys.MAX_ID_PART}" if ms > 0 else "0-0"
+    return f"{ms}-0"
 
 
 async def _partition(store: EventStore, part: str, lo: str, hi: str) -> AsyncIterator[StoredEvent]:
@@ -44,7 +53,9 @@ async def export(
     """Every event in [since, until) of the given streams, merged in entry-id (time) order."""
     lo = time_bound(since, upper=False)
     hi = time_bound(until, upper=True)
-    if hi != "+" and not hi.endswith("-18446744073709551615"):
+    if hi != "+" and not hi.endswith(f"-{keys.MAX_ID_PART}"):
+        if keys.parse_id(hi) == (0, 0):
+            return  # nothing is before the first id (Redis refuses an exclusive "(0-0")
         hi = "(" + hi  # an explicit id bound is exclusive
     iterators = [_sorted(_partition(store, p, lo, hi)) for p in parts]
     async for stored in _merge(iterators):

@@ -82,6 +82,22 @@ def parse_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+MAX_ID_PART: Final = 2**64 - 1  # a stream id's ms and seq are unsigned 64-bit numbers
+
+
+def checked_id(value: str) -> tuple[int, int]:
+    """A stream id given by a person (``<ms>`` or ``<ms>-<seq>``, ASCII digits, each part at most
+    2^64 - 1), as (ms, seq); ValueError for anything Redis would refuse."""
+    ms, sep, seq = value.partition("-")
+    digits = [ms, seq] if sep else [ms]
+    if not all(d.isascii() and d.isdigit() for d in digits):
+        raise ValueError(f"{value!r}: expected a stream id such as 1700000000000-0")
+    parsed = int(ms), int(seq or 0)
+    if max(parsed) > MAX_ID_PART:
+        raise ValueError(f"{value!r}: a stream id's parts are at most {MAX_ID_PART}")
+    return parsed
+
+
 def id_after(a: str, b: str) -> bool:
     return parse_id(a) > parse_id(b)
 
