@@ -117,6 +117,8 @@ async def test_a_freshpaint_imp_id_is_found_within_its_destination(
         crm.impression_id
     )
     assert await lookup.find_by_external_imp_id(client, parts, "t1", "", "FP-1") is None
+    records = await lookup.get_records(client, parts, [dsp.impression_id, crm.impression_id])
+    assert [r.dest_id for r in records.values()] == ["dsp", "crm"]  # told apart
 
 
 async def test_counted_impression_wins_the_external_id(
@@ -256,6 +258,7 @@ async def test_get_impression_over_http(api: Client, store: EventStore) -> None:
         {"sub1": "a"},
     )
     assert body["occurred_at_ms"] == imp.ms_of(e)
+    assert (body["dest_id"], body["member_id"]) == ("", "")
     assert body["occurred_at"].endswith("Z")
 
     async def status(path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:

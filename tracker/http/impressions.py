@@ -58,6 +58,7 @@ def record_json(record: ImpressionRecord) -> dict[str, Any]:
         "member_id": record.member_id,
         "creative_id": record.creative_id,
         "ad_unit_id": record.ad_unit_id,
+        "dest_id": record.dest_id,
         "media_cost": record.media_cost,
         "subs": record.subs,
     }

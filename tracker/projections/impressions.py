@@ -58,7 +58,8 @@ class ImpressionRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
 
     Field order is storage order: append new fields at the end with a default, never reorder.
     ``impression_id`` is stored empty (the key holds it); readers fill it in. The batch API's
-    ``creative_id`` and ``ad_unit_id`` came later (the seed matches on them "precisely"), after it.
+    ``creative_id`` and ``ad_unit_id`` came later (the seed matches on them "precisely"), after it,
+    then Freshpaint's ``dest_id``.
     """
 
     occurred_at_ms: int
@@ -82,6 +83,9 @@ class ImpressionRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
     impression_id: str = ""
     creative_id: str = ""
     ad_unit_id: str = ""
+    # a Freshpaint hit's destination: its imp_id is unique within it (external_scope), so two
+    # destinations' hits with one imp_id are told apart by it (session 9)
+    dest_id: str = ""
 
     @property
     def verdict(self) -> str:
@@ -129,6 +133,7 @@ def record_of(event: ImpressionSeen) -> ImpressionRecord:
         member_id=event.member_id,
         creative_id=event.creative_id,
         ad_unit_id=event.ad_unit_id,
+        dest_id=event.dest_id,
     )
 
 
