@@ -18,6 +18,7 @@ from tracker import events
 from tracker.events import ImpressionSeen
 from tracker.eventstore import keys, spool
 from tracker.eventstore.spool import (
+    SpoolContents,
     SpoolRecord,
     SpoolWriter,
     drain,
@@ -126,9 +127,34 @@ async def test_after_a_failed_write_the_writer_starts_a_new_file(
     assert writer.path is not None
     assert writer.path != first
     old = read_spool(first)
-    assert (old.records, old.torn_bytes) == (records[:1], 7)
+    assert (old.records, old.torn_bytes) == (records[:1], 0)  # the failed write was cut off
     assert read_spool(writer.path).records == records[2:]
     await writer.close()
+
+
+async def test_a_write_that_failed_after_whole_records_leaves_none_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk (or a file size limit) can stop a group's write after some whole records: the
+    # group's callers answer 503 ("nothing stored"), so the drainer must not append those.
+    writer = SpoolWriter(tmp_path)
+    _, records = spooled(4)
+    await writer.write_many(records[:1])
+    first = writer.path
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, encode_record(records[1]))  # one whole record fits, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    results = await asyncio.gather(
+        writer.write_many(records[1:3]), writer.write_many(records[3:]), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [OSError, OSError]
+    monkeypatch.setattr(os, "write", real_write)
+    assert first is not None
+    assert read_spool(first) == SpoolContents(records[:1], len(encode_record(records[0])), 0)
 
 
 # -- torn tails -----------------------------------------------------------------------------------
@@ -158,6 +184,26 @@ def test_last_record_with_bad_crc_is_torn(tmp_path: Path) -> None:
     contents = read_spool(write_file(tmp_path, records[:1], tail=bytes(last)))
     assert contents.records == records[:1]
     assert contents.torn_bytes == len(last)
+
+
+def damaged_in_the_middle(directory: Path, records: list[SpoolRecord]) -> tuple[Path, int]:
+    """A file whose second record has a flipped byte (the disk, not a crash): its path and the
+    damaged record's length."""
+    middle = bytearray(encode_record(records[1]))
+    middle[20] ^= 0xFF
+    data = encode_record(records[0]) + bytes(middle) + b"".join(map(encode_record, records[2:]))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (new_uuid7_hex() + spool.SUFFIX)
+    path.write_bytes(data)
+    return path, len(middle)
+
+
+def test_records_after_damage_in_the_middle_are_read(tmp_path: Path) -> None:
+    _, records = spooled(4)
+    path, damaged = damaged_in_the_middle(tmp_path, records)
+    contents = read_spool(path)
+    assert contents.records == [records[0], *records[2:]]
+    assert (contents.torn_bytes, contents.damaged_bytes) == (0, damaged)
 
 
 def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
@@ -192,6 +238,19 @@ async def test_drain_of_a_torn_file_appends_the_intact_records(
     report = await drain(store, tmp_path)
     assert (report.events, report.torn_bytes) == (2, 10)
     assert await logged_event_ids(store) == Counter(e.event_id for e in evs[:2])
+    assert spool_files(tmp_path) == []
+
+
+async def test_a_damaged_file_drains_what_is_intact_and_is_kept(
+    store: EventStore, tmp_path: Path
+) -> None:
+    evs, records = spooled(4)
+    path, damaged = damaged_in_the_middle(tmp_path, records)
+    report = await drain(store, tmp_path)
+    assert (report.events, report.damaged_bytes) == (3, damaged)
+    assert await logged_event_ids(store) == Counter(e.event_id for e in [evs[0], *evs[2:]])
+    assert not path.exists()
+    assert path.with_name(path.name + ".bad").exists()  # for an operator, not deleted
     assert spool_files(tmp_path) == []
 
 

@@ -4,8 +4,12 @@ Layout: ``<data dir>/spool/<uuid7 hex>.spool``, one append-only file per writer,
 order. A record is ``b"SP" | u32 payload length | u32 CRC-32 of payload | payload`` (big-endian),
 the payload the JSON array ``[idempotency_key, event, group_token?, claim?, claim_ttl_s?,
 otherwise?]`` (trailing fields omitted when empty). A crash can leave a torn last record;
-readers stop at the first record that is short or fails its CRC and report the bytes after it.
-A writer never appends after a failed write: it abandons that file and starts a new one. A file
+readers report the bytes from the first record that is short or fails its CRC when no intact
+record follows. Unreadable bytes *between* intact records are damage (a writer only tears its
+end): the records around them are read, and the drained file is kept as ``.bad``, not deleted.
+A writer never appends after a failed write: it cuts the file back to what it had acknowledged
+(a full disk can stop a write after whole records, whose callers were told it failed), then
+abandons that file and starts a new one. A file
 is created as ``<name>.tmp`` and renamed once locked; a crash in between leaves an empty ``.tmp``.
 
 A writer holds ``flock(LOCK_EX)`` on its file while it is open, so a drainer (in this or another
@@ -59,8 +63,9 @@ class SpoolRecord(NamedTuple):
 
 class SpoolContents(NamedTuple):
     records: list[SpoolRecord]
-    good_bytes: int  # length of the intact prefix
+    good_bytes: int  # where the last intact record ends
     torn_bytes: int  # bytes after it: a record cut short by a crash (0 when the file is whole)
+    damaged_bytes: int = 0  # unreadable bytes between intact records (the disk, not a crash)
 
 
 class DrainReport(NamedTuple):
@@ -68,6 +73,7 @@ class DrainReport(NamedTuple):
     events: int = 0  # appended now
     duplicates: int = 0  # already in the log (an earlier, interrupted drain got them there)
     torn_bytes: int = 0
+    damaged_bytes: int = 0  # their files were drained and then set aside as .bad, not deleted
 
 
 class SpoolCorrupt(Exception):
@@ -100,34 +106,60 @@ class _Record(msgspec.Struct, array_like=True):
 _record_decoder: Final = msgspec.json.Decoder(_Record)
 
 
+def _record_at(data: bytes, pos: int) -> tuple[SpoolRecord, int] | None:
+    """The record starting at ``pos`` and where it ends, or None when none intact starts there
+    (short, a bad header or CRC); SpoolCorrupt for an intact record that does not decode."""
+    if pos + _HEADER.size > len(data):
+        return None
+    magic, length, crc = _HEADER.unpack_from(data, pos)
+    end = pos + _HEADER.size + length
+    if magic != _MAGIC or length > MAX_PAYLOAD or end > len(data):
+        return None
+    payload = data[pos + _HEADER.size : end]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        record = _record_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise SpoolCorrupt(f"record at byte {pos}: {exc}") from exc
+    spooled = SpoolRecord(
+        record.key,
+        bytes(record.event),
+        record.group_token,
+        record.claim,
+        record.claim_ttl_s,
+        bytes(record.otherwise),
+    )
+    return spooled, end
+
+
+def _next_record(data: bytes, start: int) -> int:
+    """Where the next intact record after ``start`` begins, or -1."""
+    at = data.find(_MAGIC, start)
+    while at >= 0 and _record_at(data, at) is None:
+        at = data.find(_MAGIC, at + 1)
+    return at
+
+
 def parse(data: bytes) -> SpoolContents:
-    """The intact records of a spool file's bytes, and how many bytes after them are torn."""
+    """The intact records of a spool file's bytes, how many bytes after them are torn, and how
+    many unreadable bytes lie between intact records (damage, not a crash: a writer only ever
+    tears its file's end). Reading goes on after damage at the next intact record."""
     records: list[SpoolRecord] = []
-    pos = 0
-    while pos + _HEADER.size <= len(data):
-        magic, length, crc = _HEADER.unpack_from(data, pos)
-        end = pos + _HEADER.size + length
-        if magic != _MAGIC or length > MAX_PAYLOAD or end > len(data):
-            break
-        payload = data[pos + _HEADER.size : end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            record = _record_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
-            raise SpoolCorrupt(f"record at byte {pos}: {exc}") from exc
-        records.append(
-            SpoolRecord(
-                record.key,
-                bytes(record.event),
-                record.group_token,
-                record.claim,
-                record.claim_ttl_s,
-                bytes(record.otherwise),
-            )
-        )
-        pos = end
-    return SpoolContents(records, pos, len(data) - pos)
+    pos = good = damaged = 0
+    while pos < len(data):
+        found = _record_at(data, pos)
+        if found is None:
+            resume = _next_record(data, pos + 1)
+            if resume < 0:
+                break  # the rest is a torn tail
+            damaged += resume - pos
+            pos = resume
+            continue
+        record, pos = found
+        records.append(record)
+        good = pos
+    return SpoolContents(records, good, len(data) - pos, damaged)
 
 
 def read_spool(path: Path) -> SpoolContents:
@@ -155,6 +187,14 @@ def _remove(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _set_aside(path: Path) -> Path:
+    """Rename a spool file to ``.bad``: drainers skip it; it waits for an operator."""
+    quarantined = path.with_name(path.name + ".bad")
+    path.rename(quarantined)
+    _fsync_dir(path.parent)
+    return quarantined
+
+
 class _Pending(NamedTuple):
     data: bytes
     future: asyncio.Future[None]
@@ -171,6 +211,7 @@ class SpoolWriter:
         self.directory = directory
         self.path: Path | None = None  # the file being written, None until the first write
         self._fd: int | None = None
+        self._size = 0  # bytes of the current file, all of them fsynced and acknowledged
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -212,7 +253,7 @@ class SpoolWriter:
         except OSError:
             os.close(fd)
             raise
-        self.path, self._fd = path, fd
+        self.path, self._fd, self._size = path, fd, 0
         return fd
 
     def _write(self, data: bytes) -> None:
@@ -222,9 +263,27 @@ class SpoolWriter:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-        except OSError:
-            self._close()  # never append after a partial write: the next one starts a new file
+        except OSError as exc:
+            self._abandon(fd, exc)
             raise
+        self._size += len(data)
+
+    def _abandon(self, fd: int, exc: OSError) -> None:
+        """After a failed write: cut what it left (its callers are told it failed, so none of it
+        may be drained: whole records could have reached the file before a full disk stopped
+        the rest), then close; the next write starts a new file."""
+        try:
+            os.ftruncate(fd, self._size)  # shrinking needs no free space
+            os.fsync(fd)
+        except OSError as cut_error:  # a second I/O error: the records stay drainable
+            logger.error(
+                "spool_cut_failed",
+                path=str(self.path),
+                acknowledged_bytes=self._size,
+                error=str(cut_error),
+                write_error=str(exc),
+            )
+        self._close()
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -287,7 +346,16 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
             dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
             duplicates += dup
             appended += len(chunk) - dup
-        await asyncio.to_thread(_remove, path)
+        if contents.damaged_bytes:  # kept for an operator: a record in the damage is lost
+            quarantined = await asyncio.to_thread(_set_aside, path)
+            logger.error(
+                "spool_file_damaged",
+                path=str(quarantined),
+                damaged_bytes=contents.damaged_bytes,
+                drained=len(contents.records),
+            )
+        else:
+            await asyncio.to_thread(_remove, path)
     finally:
         os.close(fd)
     logger.info(
@@ -296,8 +364,9 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
         events=appended,
         duplicates=duplicates,
         torn_bytes=contents.torn_bytes,
+        damaged_bytes=contents.damaged_bytes,
     )
-    return DrainReport(1, appended, duplicates, contents.torn_bytes)
+    return DrainReport(1, appended, duplicates, contents.torn_bytes, contents.damaged_bytes)
 
 
 def _item(record: SpoolRecord) -> tuple[events.AnyEvent, str, Claim | None]:
@@ -360,8 +429,7 @@ async def drain(
         except (SpoolCorrupt, events.UnknownEvent) as exc:
             # A file this build cannot read (e.g. from a newer build before a rollback): set it
             # aside, loudly, so the files after it still drain; nothing in it is deleted.
-            quarantined = path.with_name(path.name + ".bad")
-            path.rename(quarantined)
+            quarantined = await asyncio.to_thread(_set_aside, path)
             logger.error("spool_file_unreadable", path=str(quarantined), error=str(exc))
             continue
         if report is not None:
