@@ -40,7 +40,14 @@ from tracker.projections.impressions import ImpressionLookup
 
 IDS: Final = ImpressionIds(b"bench-lookup-key-0123456789abcdef")
 # kind -> SCAN pattern segment after tracker:{pN}:proj:imp:
-KINDS: Final = {"record": "i", "external": "xs", "visitor": "v", "member": "m", "ip": "ip"}
+KINDS: Final = {
+    "record": "i",
+    "external": "x",
+    "duplicate": "xd",
+    "visitor": "v",
+    "member": "m",
+    "ip": "ip",
+}
 USER_AGENT: Final = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Mobile Safari/537.36"

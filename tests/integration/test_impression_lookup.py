@@ -336,13 +336,25 @@ async def test_a_duplicate_outliving_the_first_stays_findable_and_replays_alike(
     assert rebuilt.keys() == live.keys()
 
 
-async def test_a_pointer_written_before_the_sorted_sets_is_still_read(
+async def test_a_counted_impression_outlasts_a_hundred_duplicates(
     store: EventStore, client: redis.Redis
 ) -> None:
-    e = recent(offer_id="1")
-    await store.append_many([e])
+    # page reloads, or an affiliate's unexpanded macro as imp_id: the duplicates are capped, the
+    # counted impression is not pushed out by them
+    first = recent(timedelta(minutes=200), offer_id="1", external_imp_id="x")
+    route = int(first.impression_id[20:32], 16) % 4
+    dups = [
+        recent(
+            timedelta(minutes=199 - i),
+            offer_id="1",
+            external_imp_id="x",
+            verdict="not_counted",
+            reason="duplicate_imp_id",
+            impression_id=IDS.mint(route, 4),  # same partition
+        )
+        for i in range(imp.DEFAULT_CAP + 1)
+    ]
+    await store.append_many([first, *dups])
     await catch_up(store)
-    part = lookup.partition_of(store.partitions, e.impression_id)
-    await client.set(imp.legacy_external_key(part, "t1", "1", "old"), e.impression_id)
-    found = await lookup.find_by_external_imp_id(client, store.partitions, "t1", "1", "old")
-    assert found == e.impression_id
+    found = await lookup.find_by_external_imp_id(client, store.partitions, "t1", "1", "x")
+    assert found == first.impression_id
