@@ -339,6 +339,15 @@ async def test_xandr_tracker_image_js_and_ancost(api: Client, store: EventStore)
     assert image.status == js.status == 200
     assert await image.read() == TRANSPARENT_GIF
     assert js.headers["Content-Type"].startswith("application/javascript")
+    # Xandr's own JavaScript tag has no t: a browser loading it as a script gets a script
+    # (an image would be refused by strict MIME checking); an explicit t=2 stays an image
+    script = {**BROWSER, "Sec-Fetch-Dest": "script"}
+    untyped = await api.get(f"/imptr?id={t['id']}&cachebuster=1&ancost=.5", headers=script)
+    assert (untyped.status, await untyped.read()) == (200, JS_BODY)
+    typed = await api.get(f"/imptr?id={t['id']}&t=2", headers=script)
+    assert await typed.read() == TRANSPARENT_GIF
+    untyped_event = await only_by_id(store, untyped.headers["X-Impression-Id"])
+    assert (untyped_event.verdict, untyped_event.media_cost) == ("counted", "0.5")
     by_id = {e.impression_id: e for e in await logged(store)}
     first = by_id[image.headers["X-Impression-Id"]]
     assert (first.dialect, first.verdict, first.media_cost) == ("xandr", "counted", "1.25")

@@ -10,6 +10,7 @@ import pytest
 from tracker.http.batch import (
     MAX_BODY_BYTES,
     MAX_IMPRESSIONS,
+    NOT_A_TIME,
     FieldError,
     Rejected,
     ValidImpression,
@@ -103,7 +104,7 @@ def test_a_leap_second_is_the_next_seconds_start(stamp: str) -> None:
 
 def test_a_60th_second_at_another_time_is_no_timestamp() -> None:
     assert paths(validate(body(item(timestamp="2026-01-15T10:30:60Z")), NOW)) == [
-        "$.impressions[0].timestamp: not an ISO 8601 timestamp"
+        "$.impressions[0].timestamp: " + NOT_A_TIME
     ]
 
 
@@ -160,7 +161,7 @@ def test_every_bad_item_is_reported_with_its_path() -> None:
         "$.impressions[1].member_id: required",
         "$.impressions[3].creative_id: must not be empty",
         "$.impressions[3].ad_unit_id: expected a string",
-        "$.impressions[4].timestamp: not an ISO 8601 timestamp",
+        "$.impressions[4].timestamp: " + NOT_A_TIME,
         "$.impressions[5]: expected an object",
     ]
 
@@ -180,7 +181,7 @@ def test_far_future_naive_and_odd_timestamps_are_errors() -> None:
         "$.impressions[0].timestamp: more than 5 minutes in the future",
         "$.impressions[1].timestamp: needs a UTC offset, e.g. 2024-01-15T10:30:00Z",
         "$.impressions[2].timestamp: expected a string",
-        "$.impressions[3].timestamp: not an ISO 8601 timestamp",
+        "$.impressions[3].timestamp: " + NOT_A_TIME,
     ]
 
 
@@ -373,7 +374,7 @@ def test_a_repeat_is_named_with_every_other_problem() -> None:
         b' {"member_id": "m", "creative_id": "c", "ad_unit_id": "a", "timestamp": "yesterday"}]}'
     )
     assert paths(validate(raw, NOW)) == [
-        "$.impressions[1].timestamp: not an ISO 8601 timestamp",
+        "$.impressions[1].timestamp: " + NOT_A_TIME,
         "$.impressions[0].idempotency_key: repeated",
     ]
 

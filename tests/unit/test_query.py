@@ -216,7 +216,14 @@ def test_ancost_accepts_plain_decimals_as_strings(cost: str) -> None:
     assert parse_imptr(f"id=1&ancost={cost}").media_cost == cost
 
 
-@pytest.mark.parametrize("cost", ["-1", "1e3", "NaN", "inf", "1,5", "0x10", ".5", "1.2.3"])
+@pytest.mark.parametrize(("cost", "stored"), [(".5", "0.5"), ("5.", "5"), ("0.", "0")])
+def test_ancost_without_digits_on_one_side_is_read_as_the_decimal_it_is(
+    cost: str, stored: str
+) -> None:
+    assert parse_imptr(f"id=1&ancost={cost}").media_cost == stored
+
+
+@pytest.mark.parametrize("cost", ["-1", "1e3", "NaN", "inf", "1,5", "0x10", ".", "1.2.3", "..5"])
 def test_ancost_rejects_anything_else(cost: str) -> None:
     q = parse_imptr(f"id=1&ancost={cost}")
     assert q.media_cost == ""

@@ -130,10 +130,16 @@ def _too_large() -> Rejected:
     return _reject(PAYLOAD_TOO_LARGE, f"the body is limited to {MAX_BODY_BYTES} bytes")
 
 
+NOT_A_TIME: Final = (
+    "not a timestamp this API reads: an ISO 8601 calendar or week date and time with its offset, "
+    "e.g. 2024-01-15T10:30:00Z"
+)
+
+
 def _timestamp(value: str, now: datetime) -> datetime | str:
     """The aware UTC time, or the error message."""
     if len(value) > MAX_TIMESTAMP_CHARS:
-        return "not an ISO 8601 timestamp"
+        return NOT_A_TIME
     # RFC 3339 allows a lower-case "t" / "z"; a leap second (23:59:60 UTC, in any offset) is
     # read, as POSIX time has it, as the start of the next second
     value, leap = _LEAP_SECOND.subn(r"\g<1>59", value.upper(), count=1)
@@ -143,10 +149,10 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
             offset = parsed.utcoffset()
             at = (parsed - offset).time() if offset is not None else parsed.time()
             if (at.hour, at.minute, at.second) != (23, 59, 59):  # :60 is no other second
-                return "not an ISO 8601 timestamp"
+                return NOT_A_TIME
             parsed += timedelta(seconds=1)
     except (ValueError, OverflowError):
-        return "not an ISO 8601 timestamp"
+        return NOT_A_TIME
     if parsed.tzinfo is UTC:  # "...Z" or "+00:00": the usual case, already UTC
         utc = parsed
     elif parsed.tzinfo is None or parsed.utcoffset() is None:

@@ -156,7 +156,7 @@ class Pixels:
         Then ``finish`` builds the answer, or, when the future failed with one of
         ``APPEND_ERRORS``, ``recover`` spools the event first."""
         hit = (
-            self._imptr(request.raw_query)
+            self._imptr(request.raw_query, request.headers)
             if request.path == "/imptr"
             else self._imp(request.raw_query)
         )
@@ -224,9 +224,11 @@ class Pixels:
         hit.gdpr, hit.gdpr_consent = q.gdpr, q.gdpr_consent
         return hit
 
-    def _imptr(self, raw_query: str) -> Hit:
+    def _imptr(self, raw_query: str, headers: Mapping[str, str]) -> Hit:
         """Xandr impression tracker: id or code, t=1 (JS) / t=2 (image), cachebuster, ancost,
-        redir."""
+        redir. Without ``t`` the image is the default, but a browser loading the URL as a
+        script (``Sec-Fetch-Dest: script``: Xandr's own JavaScript tag example has no ``t``)
+        gets the script: an image would be refused as one (strict MIME checking)."""
         q = parse_imptr(raw_query)
         state = self.live.state
         if q.tracker_id.isascii() and q.tracker_id.isdigit():
@@ -271,7 +273,8 @@ class Pixels:
             tenant=decision.tenant or UNKNOWN_TENANT,
             reason=q.reason or decision.reason,
             fields=fields,
-            javascript=q.javascript,
+            javascript=q.javascript
+            or (q.t_given == "" and headers.get("sec-fetch-dest") == "script"),
             redirect=redirect,
             gdpr=q.gdpr,
             gdpr_consent=q.gdpr_consent,

@@ -38,7 +38,8 @@ _LIMITS: Final = {
 }
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DECIMAL = re.compile(r"\d{1,12}(\.\d{1,9})?")  # ancost: plain non-negative decimal, no exponent
+# ancost: a plain non-negative decimal, no exponent; ".5" and "5." too (read as 0.5 and 5)
+_DECIMAL = re.compile(r"\d{1,12}(?:\.\d{0,9})?|\.\d{1,9}")
 _MACRO = re.compile(r"\[[A-Z_0-9]+\]|\$\{[A-Za-z_0-9]+\}|%%[A-Za-z_0-9]+%%|\{[a-z_0-9]+\}")
 _REDIR: Final = "redir="
 
@@ -79,6 +80,7 @@ class ImptrQuery(_Parsed, frozen=True, kw_only=True):
     tracker_id: str = ""  # id
     code: str = ""  # the tracker's custom code, an alternative to id
     javascript: bool = False  # t=1; t=2 (image) is the default
+    t_given: str = ""  # t as given when valid ("1", "2"), "" when absent (or invalid)
     media_cost: str = ""  # ancost as a decimal string; "" when absent or an unexpanded macro
     redirect: str = ""  # everything after the first redir=, decoded once if wholly encoded
     redirect_sig: str = ""  # sig: our signature of the redirect target (allows it off-list)
@@ -219,7 +221,9 @@ def _media_cost(values: dict[str, str], problems: list[Malformed]) -> str:
     if not _DECIMAL.fullmatch(cost):
         problems.append(Malformed("ancost", "invalid_value"))
         return ""
-    return cost
+    if cost.startswith("."):
+        return "0" + cost
+    return cost.removesuffix(".")
 
 
 def parse_imptr(raw: str) -> ImptrQuery:
@@ -238,6 +242,7 @@ def parse_imptr(raw: str) -> ImptrQuery:
         tracker_id=values.get("id", ""),
         code=values.get("code", ""),
         javascript=kind == "1",
+        t_given=kind if kind in ("1", "2") else "",
         media_cost=media_cost,
         redirect=redirect,
         redirect_problem=redirect_problem,
