@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -206,6 +207,14 @@ def test_records_after_damage_in_the_middle_are_read(tmp_path: Path) -> None:
     assert (contents.torn_bytes, contents.damaged_bytes) == (0, damaged)
 
 
+def test_a_header_then_zeros_at_a_record_boundary_is_torn(tmp_path: Path) -> None:
+    # the crash wrote the magic of the next record, the file system zero-filled the rest: an
+    # empty payload with CRC 0 would pass the CRC, but the writer never writes an empty record
+    _, records = spooled(1)
+    contents = read_spool(write_file(tmp_path, records, tail=b"SP" + b"\0" * 64))
+    assert (contents.records, contents.torn_bytes) == (records, 66)
+
+
 def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
     _, records = spooled(1)
     contents = read_spool(write_file(tmp_path, records, tail=b"\0" * 4096))
@@ -252,6 +261,45 @@ async def test_a_damaged_file_drains_what_is_intact_and_is_kept(
     assert not path.exists()
     assert path.with_name(path.name + ".bad").exists()  # for an operator, not deleted
     assert spool_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("zeros", [0, 4096])
+async def test_a_torn_tail_holding_sp_still_drains_the_intact_records(
+    store: EventStore, tmp_path: Path, zeros: int
+) -> None:
+    # A crash persisted the last record up to an "SP" in its payload (an affiliate's sub value),
+    # then zeros: "SP" + zeros reads as an empty record whose CRC holds. It is no record.
+    evs, records = spooled(2)
+    key = new_uuid7_hex()
+    last = impression(key=key, offer_id="9", subs={"sub1": "SPRING_SALE"})
+    torn = encode_record(SpoolRecord(key, events.encode(last)))
+    cut = torn.index(b"SPRING") + 2
+    path = tmp_path / (new_uuid7_hex() + spool.SUFFIX)
+    path.write_bytes(b"".join(map(encode_record, records)) + torn[:cut] + b"\0" * zeros)
+    report = await drain(store, tmp_path)
+    assert (report.events, report.torn_bytes) == (2, cut + zeros)
+    assert await logged_event_ids(store) == Counter(e.event_id for e in evs)
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_drainer_skips_a_file_another_one_set_aside(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, records = spooled(4)
+    path, _ = damaged_in_the_middle(tmp_path, records)
+    other = os.open(path, os.O_RDONLY)  # a drainer in another web process opened it ...
+    try:
+        await drain(store, tmp_path)  # ... this one drained it and set it aside ...
+        assert path.with_name(path.name + ".bad").exists()
+
+        def late_lock(_: Path) -> int:  # ... then the other gets the lock
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return os.dup(other)
+
+        monkeypatch.setattr(spool, "_try_lock", late_lock)
+        assert await spool._drain_file(store, path, spool.DRAIN_BATCH) is None
+    finally:
+        os.close(other)
 
 
 class FlakyStore(EventStore):

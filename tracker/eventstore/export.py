@@ -53,6 +53,8 @@ async def export(
     """Every event in [since, until) of the given streams, merged in entry-id (time) order."""
     lo = time_bound(since, upper=False)
     hi = time_bound(until, upper=True)
+    if lo == "+" or hi == "-":
+        return  # nothing is after the end, or before the start
     if hi != "+" and not hi.endswith(f"-{keys.MAX_ID_PART}"):
         if keys.parse_id(hi) == (0, 0):
             return  # nothing is before the first id (Redis refuses an exclusive "(0-0")

@@ -106,14 +106,17 @@ class _Record(msgspec.Struct, array_like=True):
 _record_decoder: Final = msgspec.json.Decoder(_Record)
 
 
-def _record_at(data: bytes, pos: int) -> tuple[SpoolRecord, int] | None:
+def _record_at(data: bytes, pos: int, *, boundary: bool) -> tuple[SpoolRecord, int] | None:
     """The record starting at ``pos`` and where it ends, or None when none intact starts there
-    (short, a bad header or CRC); SpoolCorrupt for an intact record that does not decode."""
+    (short, a bad header or CRC, an empty payload: the writer never writes one, and "SP" then
+    zeros would pass the CRC). A record whose CRC holds but that does not decode raises
+    SpoolCorrupt at a ``boundary`` (where the previous record ended: written by another build);
+    elsewhere (looking for a record after damage) it is no record."""
     if pos + _HEADER.size > len(data):
         return None
     magic, length, crc = _HEADER.unpack_from(data, pos)
     end = pos + _HEADER.size + length
-    if magic != _MAGIC or length > MAX_PAYLOAD or end > len(data):
+    if magic != _MAGIC or not 0 < length <= MAX_PAYLOAD or end > len(data):
         return None
     payload = data[pos + _HEADER.size : end]
     if zlib.crc32(payload) != crc:
@@ -121,6 +124,8 @@ def _record_at(data: bytes, pos: int) -> tuple[SpoolRecord, int] | None:
     try:
         record = _record_decoder.decode(payload)
     except msgspec.DecodeError as exc:
+        if not boundary:
+            return None
         raise SpoolCorrupt(f"record at byte {pos}: {exc}") from exc
     spooled = SpoolRecord(
         record.key,
@@ -136,7 +141,7 @@ def _record_at(data: bytes, pos: int) -> tuple[SpoolRecord, int] | None:
 def _next_record(data: bytes, start: int) -> int:
     """Where the next intact record after ``start`` begins, or -1."""
     at = data.find(_MAGIC, start)
-    while at >= 0 and _record_at(data, at) is None:
+    while at >= 0 and _record_at(data, at, boundary=False) is None:
         at = data.find(_MAGIC, at + 1)
     return at
 
@@ -148,7 +153,7 @@ def parse(data: bytes) -> SpoolContents:
     records: list[SpoolRecord] = []
     pos = good = damaged = 0
     while pos < len(data):
-        found = _record_at(data, pos)
+        found = _record_at(data, pos, boundary=True)
         if found is None:
             resume = _next_record(data, pos + 1)
             if resume < 0:
@@ -166,9 +171,15 @@ def read_spool(path: Path) -> SpoolContents:
     return parse(path.read_bytes())
 
 
-def _read_fd(fd: int) -> bytes | None:
-    """The file's bytes, or None when it was deleted meanwhile (another drainer finished it)."""
-    if os.fstat(fd).st_nlink == 0:
+def _read_fd(fd: int, path: Path) -> bytes | None:
+    """The file's bytes, or None when another drainer finished it meanwhile: deleted it, or set
+    it aside (``path`` no longer names the file this fd has open)."""
+    opened = os.fstat(fd)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if opened.st_nlink == 0 or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
         return None
     with open(fd, "rb", closefd=False) as f:
         return f.read()
@@ -332,7 +343,7 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
     if fd is None:
         return None
     try:
-        data = await asyncio.to_thread(_read_fd, fd)
+        data = await asyncio.to_thread(_read_fd, fd, path)
         if data is None:
             return None
         contents = parse(data)
