@@ -42,7 +42,7 @@ IDS: Final = ImpressionIds(b"bench-lookup-key-0123456789abcdef")
 # kind -> SCAN pattern segment after tracker:{pN}:proj:imp:
 KINDS: Final = {
     "record": "i",
-    "external": "x",
+    "external": "xc",
     "duplicate": "xd",
     "visitor": "v",
     "member": "m",

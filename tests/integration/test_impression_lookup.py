@@ -358,3 +358,44 @@ async def test_a_counted_impression_outlasts_a_hundred_duplicates(
     await catch_up(store)
     found = await lookup.find_by_external_imp_id(client, store.partitions, "t1", "1", "x")
     assert found == first.impression_id
+
+
+async def test_the_newest_counted_impression_wins_whatever_the_log_order(
+    store: EventStore, client: redis.Redis
+) -> None:
+    # the newer impression is in the log first; the older one (same imp_id: drained from a
+    # crashed host's spool after the newer one's 24 h claim had expired) comes after it
+    window_ms = 3_000
+    sec, usec = await client.time()
+    base = int(sec) * 1000 + int(usec) // 1000
+    stream = keys.stream("p0")
+
+    async def add(at_ms: int, entry_ms: int) -> str:
+        e = impression(
+            at=datetime.fromtimestamp(at_ms / 1000, UTC),
+            impression_id=IDS.mint(0, 4),
+            offer_id="1",
+            external_imp_id="AFF-1",
+        )
+        await client.xadd(stream, {"event": events.encode(e)}, id=f"{entry_ms}-0")
+        return e.impression_id
+
+    newer = await add(base + 1_500, base + 1_500)
+    await add(base, base + 1_600)
+    await catch_up(store, ImpressionLookup(window_ms=window_ms))
+    parts = store.partitions
+    assert await lookup.find_by_external_imp_id(client, parts, "t1", "1", "AFF-1") == newer
+    await asyncio.sleep((base + window_ms + 300) / 1000 - datetime.now(UTC).timestamp())
+    assert await lookup.find_by_external_imp_id(client, parts, "t1", "1", "AFF-1") == newer
+
+
+async def test_a_pointer_written_before_the_sorted_sets_is_still_read(
+    store: EventStore, client: redis.Redis
+) -> None:
+    e = recent(offer_id="1")
+    await store.append_many([e])
+    await catch_up(store)
+    part = lookup.partition_of(store.partitions, e.impression_id)
+    await client.set(imp.legacy_external_key(part, "t1", "1", "old"), e.impression_id)
+    found = await lookup.find_by_external_imp_id(client, store.partitions, "t1", "1", "old")
+    assert found == e.impression_id

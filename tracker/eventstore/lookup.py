@@ -67,20 +67,21 @@ async def find_by_external_imp_id(
     ``imp_id``, ``offer_id`` is its destination's scope: ``"dest:" + dest_id``
     (``projections.impressions.external_scope``).
 
-    Candidates: per partition the latest counted impression that named it, and its not-counted
-    duplicates (the same imp_id may have reached us in several partitions); one whose record
-    still lives wins, counted before not counted, then the newest.
+    Candidates: every impression that named it, counted or not, in every partition (the same
+    imp_id may have reached us in several); one whose record still lives wins, counted before
+    not counted, then the newest.
     """
     async with client.pipeline(transaction=False) as pipe:
         for part in partitions:
-            pipe.get(imp.external_key(part, tenant, offer_id, external_imp_id))
+            pipe.zrange(imp.counted_key(part, tenant, offer_id, external_imp_id), 0, -1)
             pipe.zrange(imp.duplicates_key(part, tenant, offer_id, external_imp_id), 0, -1)
+            pipe.get(imp.legacy_external_key(part, tenant, offer_id, external_imp_id))
         replies: list[Any] = await pipe.execute()
     found: dict[str, None] = {}  # in order, once each
     for reply in replies:
-        if isinstance(reply, list):  # the duplicates' sorted set
+        if isinstance(reply, list):  # a sorted set's members
             found.update(dict.fromkeys(map(as_str, reply)))
-        elif reply is not None:  # the counted pointer
+        elif reply is not None:  # a pointer written until session 9
             found[as_str(reply)] = None
     records = await get_records(client, partitions, list(found))
     if not records:

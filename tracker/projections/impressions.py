@@ -7,16 +7,17 @@ Per ``ImpressionSeen``, under the impression's partition tag (``tracker:{pN}:pro
 
 - ``i:<impression id>`` -> the compact record (msgpack array, ``ImpressionRecord``), ``PXAT
   occurred_at + window``. The id itself is not stored in the value: it is in the key.
-- ``x:<tenant>:<offer>:<external imp id>`` -> the id of the latest *counted* impression that
-  named it, same expiry as its record (a counted one overwrites).
-- ``xd:<tenant>:<offer>:<external imp id>``, ``v:<tenant>:<visitor>``, ``m:<tenant>:<member>``,
-  ``ip:<tenant>:<ip>`` -> sorted sets of our ids scored by ``occurred_at`` ms; pruned to the
-  window and capped to the newest ``cap``. ``xd:`` lists the *not-counted* impressions that named
-  an external imp id (its duplicates): each is found while its record lives, and however many
-  there are, they never push the counted one out. The reader takes a counted one first, then the
-  newest. (Until session 9 a not-counted impression could only take an empty ``x:`` slot: when
-  the first impression's window ended, a later duplicate could no longer be found, and a rebuild
-  made then differed from the live state.)
+- ``xc:<tenant>:<offer>:<external imp id>``, ``xd:...`` (the same segments),
+  ``v:<tenant>:<visitor>``, ``m:<tenant>:<member>``, ``ip:<tenant>:<ip>`` -> sorted sets of our
+  ids scored by ``occurred_at`` ms; pruned to the window and capped to the newest ``cap``.
+  ``xc:`` lists the *counted* impressions that named an external imp id, ``xd:`` the
+  *not-counted* ones (its duplicates): each is found while its record lives, in whatever order
+  the log holds them, and however many duplicates come they never push a counted one out (the
+  duplicate claim leaves at most one counted impression a day). The reader takes a counted one
+  first, then the newest. Until session 9 one pointer ``x:...`` held the id: a not-counted
+  impression only took it when empty, so once the first impression's window ended a later
+  duplicate could no longer be found, and a rebuild made then differed from the live state. The
+  reader still reads ``x:`` pointers; they expire within one window.
 
 Expiry is deterministic under replay: every deadline is an absolute time taken from the log. A
 sorted set is shared by many impressions, some of them out of order (batch API timestamps), so
@@ -158,14 +159,19 @@ def record_key(part: str, impression_id: str) -> str:
     return keys.projection(part, NAME, "i", impression_id)
 
 
-def external_key(part: str, tenant: str, offer_id: str, external_imp_id: str) -> str:
-    """The latest counted impression's id (a string)."""
-    return keys.projection(part, NAME, "x", _seg(tenant), _seg(offer_id), external_imp_id)
+def counted_key(part: str, tenant: str, offer_id: str, external_imp_id: str) -> str:
+    """The counted impressions that named the external imp id (a sorted set)."""
+    return keys.projection(part, NAME, "xc", _seg(tenant), _seg(offer_id), external_imp_id)
 
 
 def duplicates_key(part: str, tenant: str, offer_id: str, external_imp_id: str) -> str:
     """The not-counted impressions that named the external imp id (a sorted set)."""
     return keys.projection(part, NAME, "xd", _seg(tenant), _seg(offer_id), external_imp_id)
+
+
+def legacy_external_key(part: str, tenant: str, offer_id: str, external_imp_id: str) -> str:
+    """The one pointer written until session 9 (a string; gone one window after)."""
+    return keys.projection(part, NAME, "x", _seg(tenant), _seg(offer_id), external_imp_id)
 
 
 def external_scope(event: ImpressionSeen) -> str:
@@ -190,12 +196,12 @@ def ip_key(part: str, tenant: str, ip: str) -> str:
 
 
 def index_keys(part: str, event: ImpressionSeen) -> list[str]:
-    """The sorted sets (a duplicate's external imp id, visitor, member, IP) an impression is
-    listed in."""
+    """The sorted sets (external imp id, visitor, member, IP) an impression is listed in."""
     tenant = event.tenant
     out = []
-    if event.external_imp_id and event.verdict != "counted":
-        out.append(duplicates_key(part, tenant, external_scope(event), event.external_imp_id))
+    if event.external_imp_id:
+        key_of = counted_key if event.verdict == "counted" else duplicates_key
+        out.append(key_of(part, tenant, external_scope(event), event.external_imp_id))
     if event.visitor_id:
         out.append(visitor_key(part, tenant, event.visitor_id))
     if event.member_id:
@@ -219,8 +225,7 @@ class _Recent:
 
 
 class ImpressionLookup:
-    """Impression id -> record; (offer, external imp id) -> counted id and duplicates' ids;
-    visitor / member / IP -> ids."""
+    """Impression id -> record; (offer, external imp id) / visitor / member / IP -> ids."""
 
     name = NAME
 
@@ -261,10 +266,6 @@ class ImpressionLookup:
                     (encode_record(record_of(event)), "PXAT", deadline),
                 )
             )
-            if event.external_imp_id and event.verdict == "counted":
-                scope = external_scope(event)
-                key = external_key(part, event.tenant, scope, event.external_imp_id)
-                ops.append(Op("SET", key, (iid, "PXAT", deadline)))
             for key in index_keys(part, event):
                 changes = recent.setdefault(key, _Recent())
                 changes.members += [at_ms, iid]
