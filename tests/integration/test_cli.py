@@ -105,6 +105,12 @@ async def test_events_export_in_time_order_with_bounds(store: EventStore, redis_
     for bounds in (["--until", "1970-01-01T00:00:00Z"], ["--until", "-"], ["--since", "+"]):
         nothing = tracker("events", "export", *bounds, env=env)
         assert (nothing.returncode, nothing.stdout) == (0, ""), nothing.stderr
+    # a bare <ms> as the exclusive end leaves that whole millisecond out, as a time would
+    last_ms = lines[-1]["id"].split("-")[0]
+    before = tracker("events", "export", "--until", last_ms, env=env).stdout.splitlines()
+    assert [json.loads(x)["id"] for x in before] == [
+        line["id"] for line in lines if line["id"].split("-")[0] != last_ms
+    ]
     part = lines[0]["stream"]
     once = tracker("events", "export", "--stream", part, env=env)
     assert tracker("events", "export", "--stream", part, "--stream", part, env=env).stdout == (

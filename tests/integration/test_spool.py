@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import struct
+import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -300,6 +303,34 @@ async def test_a_drainer_skips_a_file_another_one_set_aside(
         assert await spool._drain_file(store, path, spool.DRAIN_BATCH) is None
     finally:
         os.close(other)
+
+
+async def test_a_file_this_build_cannot_read_is_set_aside_by_one_drainer_only(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a record whose CRC holds but that this build cannot decode (a newer build's); while one
+    # drainer sets the file aside, another (a second web process) tries to drain it too
+    payload = msgspec.json.encode({"v": 2})
+    alien = struct.pack(">2sII", b"SP", len(payload), zlib.crc32(payload)) + payload
+    path = write_file(tmp_path, [], tail=alien)
+    set_aside = spool._set_aside
+    calls: list[Path] = []
+    second: list[spool.DrainReport | BaseException] = []
+
+    def meanwhile_another_drainer(p: Path) -> Path:
+        calls.append(p)
+        if len(calls) == 1:
+            thread = threading.Thread(
+                target=lambda: second.append(asyncio.run(drain(store, tmp_path)))
+            )
+            thread.start()
+            thread.join(10)
+        return set_aside(p)
+
+    monkeypatch.setattr(spool, "_set_aside", meanwhile_another_drainer)
+    assert await drain(store, tmp_path) == spool.DrainReport()
+    assert (calls, second) == ([path], [spool.DrainReport()])  # the other one skipped it
+    assert os.listdir(tmp_path) == [path.name + ".bad"]
 
 
 class FlakyStore(EventStore):

@@ -223,7 +223,10 @@ def test_ancost_without_digits_on_one_side_is_read_as_the_decimal_it_is(
     assert parse_imptr(f"id=1&ancost={cost}").media_cost == stored
 
 
-@pytest.mark.parametrize("cost", ["-1", "1e3", "NaN", "inf", "1,5", "0x10", ".", "1.2.3", "..5"])
+@pytest.mark.parametrize(
+    "cost",
+    ["-1", "1e3", "NaN", "inf", "1,5", "0x10", ".", "1.2.3", "..5", "%EF%BC%95", ".%D9%A5"],
+)
 def test_ancost_rejects_anything_else(cost: str) -> None:
     q = parse_imptr(f"id=1&ancost={cost}")
     assert q.media_cost == ""

@@ -21,7 +21,9 @@ def time_bound(value: str, *, upper: bool) -> str:
         return value
     if _STREAM_ID.fullmatch(value):
         keys.checked_id(value)  # in range
-        return value
+        # "<ms>" alone: Redis reads an end without a sequence as <ms>-(2^64-1), so the exclusive
+        # bound would keep that millisecond; it means <ms>-0 here, as a time does
+        return value + "-0" if upper and "-" not in value else value
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -339,6 +339,9 @@ def _try_lock(path: Path) -> int | None:
 
 
 async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport | None:
+    """Drain one file under its lock: None when a live writer holds it or another drainer
+    finished it; a file this build cannot read is set aside, under the lock, so that no other
+    drainer reads it again meanwhile."""
     fd = _try_lock(path)
     if fd is None:
         return None
@@ -346,29 +349,40 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
         data = await asyncio.to_thread(_read_fd, fd, path)
         if data is None:
             return None
-        contents = parse(data)
-        if contents.torn_bytes:
-            logger.warning("spool_torn_tail", path=str(path), torn_bytes=contents.torn_bytes)
-        appended = duplicates = 0
-        for chunk in _chunks(contents.records, batch):
-            landed = await _landed(store, chunk)
-            items = [_item(r) for i, r in enumerate(chunk) if i not in landed]
-            results = await store.append_many(items)
-            dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
-            duplicates += dup
-            appended += len(chunk) - dup
-        if contents.damaged_bytes:  # kept for an operator: a record in the damage is lost
+        try:
+            return await _drain_bytes(store, path, data, batch)
+        except (SpoolCorrupt, events.UnknownEvent) as exc:
+            # e.g. from a newer build before a rollback: set aside, loudly, so the files after
+            # it still drain; nothing in it is deleted (what was appended is found again)
             quarantined = await asyncio.to_thread(_set_aside, path)
-            logger.error(
-                "spool_file_damaged",
-                path=str(quarantined),
-                damaged_bytes=contents.damaged_bytes,
-                drained=len(contents.records),
-            )
-        else:
-            await asyncio.to_thread(_remove, path)
+            logger.error("spool_file_unreadable", path=str(quarantined), error=str(exc))
+            return None
     finally:
         os.close(fd)
+
+
+async def _drain_bytes(store: EventStore, path: Path, data: bytes, batch: int) -> DrainReport:
+    contents = parse(data)
+    if contents.torn_bytes:
+        logger.warning("spool_torn_tail", path=str(path), torn_bytes=contents.torn_bytes)
+    appended = duplicates = 0
+    for chunk in _chunks(contents.records, batch):
+        landed = await _landed(store, chunk)
+        items = [_item(r) for i, r in enumerate(chunk) if i not in landed]
+        results = await store.append_many(items)
+        dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
+        duplicates += dup
+        appended += len(chunk) - dup
+    if contents.damaged_bytes:  # kept for an operator: a record in the damage is lost
+        quarantined = await asyncio.to_thread(_set_aside, path)
+        logger.error(
+            "spool_file_damaged",
+            path=str(quarantined),
+            damaged_bytes=contents.damaged_bytes,
+            drained=len(contents.records),
+        )
+    else:
+        await asyncio.to_thread(_remove, path)
     logger.info(
         "spool_drained",
         path=str(path),
@@ -435,14 +449,7 @@ async def drain(
         await writer.rotate()
     total = DrainReport()
     for path in spool_files(directory):
-        try:
-            report = await _drain_file(store, path, batch)
-        except (SpoolCorrupt, events.UnknownEvent) as exc:
-            # A file this build cannot read (e.g. from a newer build before a rollback): set it
-            # aside, loudly, so the files after it still drain; nothing in it is deleted.
-            quarantined = await asyncio.to_thread(_set_aside, path)
-            logger.error("spool_file_unreadable", path=str(quarantined), error=str(exc))
-            continue
+        report = await _drain_file(store, path, batch)
         if report is not None:
             total = DrainReport(*(a + b for a, b in zip(total, report, strict=True)))
     return total

@@ -39,7 +39,7 @@ _LIMITS: Final = {
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # ancost: a plain non-negative decimal, no exponent; ".5" and "5." too (read as 0.5 and 5)
-_DECIMAL = re.compile(r"\d{1,12}(?:\.\d{0,9})?|\.\d{1,9}")
+_DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")  # ASCII digits only
 _MACRO = re.compile(r"\[[A-Z_0-9]+\]|\$\{[A-Za-z_0-9]+\}|%%[A-Za-z_0-9]+%%|\{[a-z_0-9]+\}")
 _REDIR: Final = "redir="
 
