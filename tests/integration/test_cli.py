@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 from structlog.testing import capture_logs
 
 from tests.factories import configured, impression
+from tracker import events
+from tracker.eventstore import keys
 from tracker.eventstore.connection import ServerRefused, check_server
 from tracker.eventstore.embedded import free_port
+from tracker.eventstore.export import export
 from tracker.eventstore.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +121,24 @@ async def test_events_export_in_time_order_with_bounds(store: EventStore, redis_
         once.stdout
     )
     assert once.stdout
+
+
+async def test_an_until_id_is_exclusive_whatever_its_sequence(
+    store: EventStore, client: redis.Redis
+) -> None:
+    part = store.partitions[0]
+    top = f"5-{keys.MAX_ID_PART}"
+    for entry_id in ("5-0", "5-1", top):
+        await client.xadd(keys.stream(part), {"event": events.encode(impression())}, id=entry_id)
+
+    async def ids(since: str, until: str) -> list[str]:
+        return [s.entry_id async for s in export(store, [part], since, until)]
+
+    assert await ids("-", top) == ["5-0", "5-1"]
+    assert await ids("-", "5-1") == ["5-0"]
+    assert await ids("-", "5") == []  # <ms> alone: the whole millisecond is left out
+    assert await ids("5-1", "+") == ["5-1", top]
+    assert await ids("-", "1970-01-01T00:00:00.006Z") == ["5-0", "5-1", top]
 
 
 def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ _STREAM_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
 
 
 def time_bound(value: str, *, upper: bool) -> str:
-    """An export bound: a stream id as is, or an ISO 8601 time turned into an id bound (a time
-    before 1970 is the log's start; ValueError for anything else)."""
+    """An export bound, as the first id it names: a stream id, or an ISO 8601 time turned into
+    ``<ms>-0`` (a time before 1970 is the log's start); ValueError for anything else. ``export``
+    makes the upper one exclusive."""
     if value in ("-", "+"):
         return value
     if _STREAM_ID.fullmatch(value):
@@ -33,10 +34,7 @@ def time_bound(value: str, *, upper: bool) -> str:
         ) from None
     if moment.tzinfo is None:
         raise ValueError(f"{value!r}: give a time zone (e.g. 2026-01-01T00:00:00Z)")
-    ms = max(int(moment.timestamp() * 1000), 0)
-    if upper:  # exclusive: ids before ms; nothing is before 0
-        return f"{ms - 1}-{keys.MAX_ID_PART}" if ms > 0 else "0-0"
-    return f"{ms}-0"
+    return f"{max(int(moment.timestamp() * 1000), 0)}-0"
 
 
 async def _partition(store: EventStore, part: str, lo: str, hi: str) -> AsyncIterator[StoredEvent]:
@@ -57,10 +55,10 @@ async def export(
     hi = time_bound(until, upper=True)
     if lo == "+" or hi == "-":
         return  # nothing is after the end, or before the start
-    if hi != "+" and not hi.endswith(f"-{keys.MAX_ID_PART}"):
+    if hi != "+":
         if keys.parse_id(hi) == (0, 0):
             return  # nothing is before the first id (Redis refuses an exclusive "(0-0")
-        hi = "(" + hi  # an explicit id bound is exclusive
+        hi = "(" + hi  # the end is exclusive
     iterators = [_sorted(_partition(store, p, lo, hi)) for p in parts]
     async for stored in _merge(iterators):
         yield stored
