@@ -15,6 +15,7 @@ from tests.integration.config_support import (  # noqa: F401  # fixture
     make_token,
     ok,
 )
+from tracker.config.writer import CONFIG_WRITER
 from tracker.eventstore import keys
 from tracker.eventstore.store import EventStore
 from tracker.http.app import create_app
@@ -159,6 +160,55 @@ async def test_an_offer_outlasting_a_shortened_lookup_window_is_reported_and_sti
         await ok(await client.patch(url, json=change, headers=h))
     finally:
         await client.close()
+
+
+async def test_a_change_naming_a_version_that_landed_after_it_read_conflicts(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PATCH naming version 2 is applied to the version-1 snapshot its process read; version 2
+    # (another admin's change) lands between that read and its save. The compare-and-set alone
+    # (expects 2, finds 2) let it through and undid version 2's change.
+    h = await make_token(store)
+    adv = await ok(await api.post("/advertisers", json={"name": "Adv"}, headers=h), 201)
+    body = {"name": "O", "advertiser_id": adv["id"], "payout_cpm": "1"}
+    offer = await ok(await api.post("/offers", json=body, headers=h), 201)
+    url = f"/offers/{offer['id']}"
+    writer = api.app[CONFIG_WRITER]
+    save = writer.save
+
+    async def another_change_lands_first(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(writer, "save", save)
+        await ok(await api.patch(url, json={"payout_cpm": "2"}, headers={**h, "If-Match": "1"}))
+        return await save(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "save", another_change_lands_first)
+    late = await api.patch(url, json={"revenue_cpm": "5"}, headers={**h, "If-Match": "2"})
+    assert (late.status, (await late.json())["error"]["code"]) == (409, "version_conflict")
+    monkeypatch.setattr(writer, "save", save)
+    assert (await ok(await api.get(url, headers=h)))["version"] == 1  # nothing was undone
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        "GET /offers?offset=NUM",
+        "GET /offers?limit=NUM",
+        "GET /offers/NUM",
+        "GET /imptracker?id=NUM",
+        "GET /imptracker?id=1,NUM",
+        "GET /imptracker?start_element=NUM",
+        "GET /imptracker/tags?id=NUM",
+        "GET /eligibility?offer_id=NUM&affiliate_id=1",
+        "GET /offers/1/impression-pixel?affiliate_id=NUM",
+    ],
+)
+async def test_a_number_of_thousands_of_digits_is_a_client_error(
+    api: Client, store: EventStore, request_line: str
+) -> None:
+    h = await make_token(store)
+    method, target = request_line.replace("NUM", "9" * 5000).split(" ")
+    r = await api.request(method, target, headers=h)
+    assert r.status in (400, 404), await r.text()
 
 
 async def test_offer_with_everything(api: Client, store: EventStore) -> None:

@@ -22,11 +22,13 @@ from tracker.config.writer import CONFIG_WRITER
 from tracker.http.app_keys import SETTINGS
 from tracker.http.config_common import (
     authenticate,
+    based_on,
     int_param,
     require_admin,
     save,
     synced,
     visible,
+    whole_number,
 )
 from tracker.http.errors import ApiError
 
@@ -148,10 +150,12 @@ def expected_version(request: web.Request, given: dict[str, Any], *, required: b
     header = request.headers.get("If-Match")
     body_version = given.pop("version", None)
     if header is not None:
-        raw = header.strip().removeprefix("W/").strip('"')
-        if not (raw.isascii() and raw.isdigit()):
-            raise ApiError(400, "bad_if_match", f"If-Match must name a version, got {header!r}")
-        return int(raw)
+        version = whole_number(header.strip().removeprefix("W/").strip('"'))
+        if version is None:
+            raise ApiError(
+                400, "bad_if_match", f"If-Match must name a version, got {header[:40]!r}"
+            )
+        return version
     if body_version is not None:
         return int(body_version)
     if required:
@@ -196,7 +200,9 @@ def routes(resource: Resource) -> list[web.RouteDef]:
             fields = given
         else:
             fields = {**msgspec.to_builtins(current), **given}
-        fields.update(id=current.id, tenant=current.tenant, version=version)
+        fields.update(
+            id=current.id, tenant=current.tenant, version=based_on(kind, current, version)
+        )
         obj = checked(request, state, kind, build(resource.model, fields), current)
         return _respond(await save(request, principal, kind, obj))
 
@@ -205,7 +211,7 @@ def routes(resource: Resource) -> list[web.RouteDef]:
         require_admin(principal)
         state = await synced(request)
         current = visible(state, principal, kind, _path_id(request))
-        version = expected_version(request, {}, required=False) or current.version
+        version = based_on(kind, current, expected_version(request, {}, required=False))
         status_field = "status" if hasattr(current, "status") else "state"
         obj = msgspec.structs.replace(current, version=version, **{status_field: model.DELETED})
         return _respond(await save(request, principal, kind, obj))
@@ -261,9 +267,10 @@ def _matching(
 
 def _path_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()):
-        raise ApiError(404, "not_found", f"no object {raw!r}")
-    return int(raw)
+    object_id = whole_number(raw)
+    if object_id is None:
+        raise ApiError(404, "not_found", f"no object {raw[:40]!r}")
+    return object_id
 
 
 def config_routes() -> list[web.RouteDef]:

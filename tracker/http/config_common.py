@@ -127,10 +127,39 @@ async def save(
     return stored
 
 
+MAX_DIGITS: Final = 18  # ids, versions and paging numbers: they fit a signed 64-bit integer
+
+
+def whole_number(raw: str) -> int | None:
+    """ASCII digits (at most MAX_DIGITS: ``int()`` of thousands raises, and nothing here is
+    that big) as an int, else None."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= MAX_DIGITS:
+        return int(raw)
+    return None
+
+
+def based_on(kind: str, current: Any, version: int | None) -> int:
+    """The version a change to ``current`` is saved as: the one the client named must be the
+    one the change is applied to. The writer's compare-and-set alone would let a request that
+    named a newer version (which landed after this process read ``current``) through, and
+    its change, applied to the older snapshot, would undo that version's (a lost update)."""
+    if version is not None and version != current.version:
+        raise ApiError(
+            409,
+            "version_conflict",
+            f"{kind} {current.id} is at version {current.version}, not {version}: reload and retry",
+            current_version=current.version,
+        )
+    return int(current.version)
+
+
 def int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()):
-        raise ApiError(400, "bad_parameter", f"{name} must be a whole number, got {raw!r}")
-    return int(raw)
+    value = whole_number(raw)
+    if value is None:
+        raise ApiError(
+            400, "bad_parameter", f"{name} must be a whole number of at most {MAX_DIGITS} digits"
+        )
+    return value

@@ -22,7 +22,15 @@ from tracker.config.validate import Invalid, live_link
 from tracker.config.writer import CONFIG_WRITER
 from tracker.eventstore import keys
 from tracker.http.config_api import expected_version
-from tracker.http.config_common import authenticate, require_admin, save, synced, visible
+from tracker.http.config_common import (
+    authenticate,
+    based_on,
+    require_admin,
+    save,
+    synced,
+    visible,
+    whole_number,
+)
 from tracker.http.errors import TOO_DEEP, ApiError
 from tracker.projections.config import ConfigState
 
@@ -139,9 +147,10 @@ def _query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise ApiError(400, "bad_parameter", f"{name} must be a whole number, got {raw!r}")
-    return int(raw)
+    value = whole_number(raw)
+    if value is None:
+        raise ApiError(400, "bad_parameter", f"{name} must be a whole number, got {raw[:40]!r}")
+    return value
 
 
 async def _decode(request: web.Request) -> ImptrackerBody:
@@ -310,7 +319,7 @@ async def put_imptracker(request: web.Request) -> dict[str, Any]:
     changes = _changes(body)
     state = await synced(request)
     current: model.Tracker = visible(state, principal, model.TRACKER, tracker_id)
-    version = expected_version(request, {}, required=False) or current.version
+    version = based_on(model.TRACKER, current, expected_version(request, {}, required=False))
     tracker = msgspec.structs.replace(current, version=version, **changes)
     check_links(state, tracker)
     claims, releases = _code_claim(tracker), _code_claim(current)
@@ -332,13 +341,14 @@ async def get_imptracker(request: web.Request) -> dict[str, Any]:
     raw_ids = request.query.get("id")
     if raw_ids is not None:
         parts = raw_ids.split(",")
-        if not all((p.strip().isascii() and p.strip().isdigit()) for p in parts):
+        parsed = [whole_number(p.strip()) for p in parts]
+        if None in parsed:
             raise ApiError(
                 400,
                 "bad_parameter",
-                f"id must be a number or a comma-separated list, got {raw_ids!r}",
+                f"id must be a number or a comma-separated list, got {raw_ids[:80]!r}",
             )
-        ids = [int(p) for p in parts]
+        ids = [i for i in parsed if i is not None]
         if len(ids) == 1:
             return _one(state, visible(state, principal, model.TRACKER, ids[0]))
         found = [t for t in (_visible_or_none(state, principal, i) for i in ids) if t is not None]
@@ -390,7 +400,7 @@ async def delete_imptracker(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "missing_parameter", "id is required in the query string")
     state = await synced(request)
     current: model.Tracker = visible(state, principal, model.TRACKER, tracker_id)
-    version = expected_version(request, {}, required=False) or current.version
+    version = based_on(model.TRACKER, current, expected_version(request, {}, required=False))
     deleted = msgspec.structs.replace(current, version=version, state=model.DELETED)
     await save(request, principal, model.TRACKER, deleted, releases=_code_claim(current))
     return {"count": 1, "id": tracker_id, "start_element": 0, "num_elements": MAX_ELEMENTS}

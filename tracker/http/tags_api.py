@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from tracker.config import model, tags
-from tracker.http.config_common import authenticate, int_param, synced, visible
+from tracker.http.config_common import authenticate, int_param, synced, visible, whole_number
 from tracker.http.config_setup_keys import PUBLIC_URL
 from tracker.http.errors import ApiError
 from tracker.http.imptracker import xandr_error
@@ -17,8 +17,8 @@ async def get_tracker_tags(request: web.Request) -> web.Response:
     try:
         principal = await authenticate(request)
         raw_ids = request.query.get("id", "")
-        parts = [p.strip() for p in raw_ids.split(",")]
-        if not all((p.isascii() and p.isdigit()) for p in parts):
+        ids = [whole_number(p.strip()) for p in raw_ids.split(",")]
+        if None in ids:
             raise ApiError(400, "bad_parameter", "id must be a number or a comma-separated list")
         try:
             macros = tags.parse_macros(request.query.get("macros"))
@@ -30,8 +30,8 @@ async def get_tracker_tags(request: web.Request) -> web.Response:
         state = await synced(request)
         base = request.app[PUBLIC_URL]
         snippets = []
-        for part in parts:
-            tracker: model.Tracker = visible(state, principal, model.TRACKER, int(part))
+        for tracker_id in ids:
+            tracker: model.Tracker = visible(state, principal, model.TRACKER, tracker_id or 0)
             snippets.append(tags.tracker_tag(base, tracker.id, tracker.name, fmt, macros))
     except ApiError as exc:
         return xandr_error(exc)
@@ -69,6 +69,7 @@ async def get_offer_pixel(request: web.Request) -> web.Response:
 
 def _path_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()):
-        raise ApiError(404, "not_found", f"no offer {raw!r}")
-    return int(raw)
+    offer_id = whole_number(raw)
+    if offer_id is None:
+        raise ApiError(404, "not_found", f"no offer {raw[:40]!r}")
+    return offer_id
