@@ -211,6 +211,26 @@ async def test_a_number_of_thousands_of_digits_is_a_client_error(
     assert r.status in (400, 404), await r.text()
 
 
+async def test_an_offer_listing_a_deleted_affiliate_can_still_be_paused(
+    api: Client, store: EventStore
+) -> None:
+    h = await make_token(store)
+    objs = await seed(api, h)
+    aff, url = objs["aff"], f"/offers/{objs['offer']['id']}"
+    await ok(
+        await api.patch(url, json={"enabled_affiliates": [aff["id"]], "version": 1}, headers=h)
+    )
+    await ok(await api.delete(f"/affiliates/{aff['id']}", headers=h))
+    paused = await ok(await api.patch(url, json={"status": "paused", "version": 2}, headers=h))
+    assert (paused["status"], paused["enabled_affiliates"]) == ("paused", [aff["id"]])
+    # a new link to the deleted affiliate is still refused
+    other = await ok(await api.post("/affiliates", json={"name": "B"}, headers=h), 201)
+    await ok(await api.delete(f"/affiliates/{other['id']}", headers=h))
+    change = {"disabled_affiliates": [other["id"]], "version": 3}
+    r = await api.patch(url, json=change, headers=h)
+    assert (r.status, (await r.json())["error"]["code"]) == (422, "invalid_reference")
+
+
 async def test_offer_with_everything(api: Client, store: EventStore) -> None:
     h = await make_token(store)
     objs = await seed(api, h)

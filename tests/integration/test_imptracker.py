@@ -578,3 +578,21 @@ async def test_only_imptracker_paths_answer_in_xandrs_envelope(api: Client) -> N
     assert (near.status, (await near.json())["error"]["code"]) == (404, "not_found")
     under = await api.get("/imptracker/nope")
     assert (under.status, (await under.json())["response"]["error_id"]) == (404, "NOTFOUND")
+
+
+async def test_a_tracker_whose_line_item_was_deleted_can_still_be_renamed(
+    api: Client, store: EventStore
+) -> None:
+    h = await make_token(store, tenant="958")
+    n = await network(api, h, "A", [("L", "P"), ("L2", "P2")])
+    body = {"imptracker": {"name": "x", "publisher": {"id": n["P"]}, "line_item": {"id": n["L"]}}}
+    created = await ok(await api.post(f"/imptracker?advertiser_id={n['A']}", json=body, headers=h))
+    tid = created["response"]["id"]
+    for line_item in (n["L"], n["L2"]):
+        await ok(await api.delete(f"/line-items/{line_item}", headers={**h, "If-Match": "1"}))
+    renamed = {"imptracker": {"name": "renamed"}}
+    await ok(await api.put(f"/imptracker?id={tid}", json=renamed, headers=h))
+    # a new link to a deleted object is still refused
+    other = {"imptracker": {"line_item": {"id": n["L2"]}}}
+    r = await api.put(f"/imptracker?id={tid}", json=other, headers=h)
+    assert r.status == 400

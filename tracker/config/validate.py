@@ -68,18 +68,35 @@ def check(state: ConfigState, kind: str, obj: Any, previous: Any | None) -> None
             and getattr(obj, owner) != getattr(previous, owner)
         ) and (kind != model.TRACKER or owner == "advertiser_id"):
             raise Invalid("immutable_field", owner, "cannot be changed after creation")
-    if kind in (model.LINE_ITEM, model.OFFER, model.TRACKER):
+    # Links are checked when they are made: an object whose advertiser or listed affiliate was
+    # deleted since can still be paused or renamed (only a new link to a deleted one is refused)
+    if kind in (model.LINE_ITEM, model.OFFER, model.TRACKER) and _new(
+        obj, previous, "advertiser_id"
+    ):
         live_link(state, tenant, model.ADVERTISER, obj.advertiser_id, "advertiser_id")
-    if kind in (model.PLACEMENT, model.PAYMENT_RULE, model.TRACKER):
+    if kind in (model.PLACEMENT, model.PAYMENT_RULE, model.TRACKER) and _new(
+        obj, previous, "publisher_id"
+    ):
         live_link(state, tenant, model.PUBLISHER, obj.publisher_id, "publisher_id")
     if kind in (model.OFFER, model.ADVERTISER):
+        listed = _listed(previous) if previous is not None else set()
         for field in ("enabled_affiliates", "disabled_affiliates"):
             for affiliate_id in getattr(obj, field, ()):
-                live_link(state, tenant, model.AFFILIATE, affiliate_id, field)
+                if affiliate_id not in listed:
+                    live_link(state, tenant, model.AFFILIATE, affiliate_id, field)
     if kind == model.OFFER:
         _check_offer(obj)
     elif kind == model.PAYMENT_RULE:
         check_decimal(obj.value, "value", Decimal(100) if obj.pricing_type == "revshare" else None)
+
+
+def _new(obj: Any, previous: Any | None, field: str) -> bool:
+    """The link in ``field`` is made now (a create, or a changed id)."""
+    return previous is None or getattr(obj, field) != getattr(previous, field)
+
+
+def _listed(obj: Any) -> set[int]:
+    return {*getattr(obj, "enabled_affiliates", ()), *getattr(obj, "disabled_affiliates", ())}
 
 
 def _status(obj: Any) -> str | None:

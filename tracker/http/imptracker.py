@@ -227,22 +227,32 @@ def _changes(body: ImptrackerBody) -> dict[str, Any]:
     return changes
 
 
-def check_links(state: ConfigState, t: model.Tracker) -> None:
-    """Every link names a live object of the tenant, of this advertiser / publisher: else 400."""
+def check_links(
+    state: ConfigState, t: model.Tracker, previous: model.Tracker | None = None
+) -> None:
+    """Every link made now (all on create, the changed ones on update: a tracker whose line
+    item was deleted since can still be renamed) names a live object of the tenant, of this
+    advertiser / publisher: else 400."""
+
+    def new(*fields: str) -> bool:
+        return previous is None or any(getattr(t, f) != getattr(previous, f) for f in fields)
+
     try:
-        line_item = live_link(state, t.tenant, model.LINE_ITEM, t.line_item_id, "line_item")
-        live_link(state, t.tenant, model.PUBLISHER, t.publisher_id, "publisher")
-        if line_item.advertiser_id != t.advertiser_id:
-            raise Invalid(
-                "invalid_reference",
-                "line_item",
-                f"line item {t.line_item_id} belongs to another advertiser",
-            )
-        for kind, object_id, field in (
-            (model.PLACEMENT, t.placement_id, "tag"),
-            (model.PAYMENT_RULE, t.payment_rule_id, "payment_rule"),
+        if new("line_item_id"):
+            line_item = live_link(state, t.tenant, model.LINE_ITEM, t.line_item_id, "line_item")
+            if line_item.advertiser_id != t.advertiser_id:
+                raise Invalid(
+                    "invalid_reference",
+                    "line_item",
+                    f"line item {t.line_item_id} belongs to another advertiser",
+                )
+        if new("publisher_id"):
+            live_link(state, t.tenant, model.PUBLISHER, t.publisher_id, "publisher")
+        for kind, object_id, field, attribute in (
+            (model.PLACEMENT, t.placement_id, "tag", "placement_id"),
+            (model.PAYMENT_RULE, t.payment_rule_id, "payment_rule", "payment_rule_id"),
         ):
-            if object_id is not None:
+            if object_id is not None and new(attribute, "publisher_id"):
                 linked = live_link(state, t.tenant, kind, object_id, field)
                 if linked.publisher_id != t.publisher_id:
                     raise Invalid(
@@ -321,7 +331,7 @@ async def put_imptracker(request: web.Request) -> dict[str, Any]:
     current: model.Tracker = visible(state, principal, model.TRACKER, tracker_id)
     version = based_on(model.TRACKER, current, expected_version(request, {}, required=False))
     tracker = msgspec.structs.replace(current, version=version, **changes)
-    check_links(state, tracker)
+    check_links(state, tracker, current)
     claims, releases = _code_claim(tracker), _code_claim(current)
     stored = await save(
         request,
