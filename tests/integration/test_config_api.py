@@ -104,6 +104,12 @@ async def test_update_needs_current_version(api: Client, store: EventStore) -> N
         ({"name": "x", "ADV": 1, "impressions_url": "/relative"}, "invalid_field"),
         ({"name": "x", "ADV": 1, "payout_cpm": "1.5x"}, "invalid_field"),
         ({"name": "x", "ADV": 1, "revenue_cpm": "-1"}, "invalid_field"),
+        # stored as given, so only a plain decimal every reader can parse
+        ({"name": "x", "ADV": 1, "payout_cpm": "\u0661\u0662"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "revenue_cpm": "\t1_0\n"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "payout_cpm": "1e3"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "payout_cpm": "-0"}, "invalid_field"),
+        ({"name": "x", "ADV": 1, "goals": [{"value": "1", "payout_cpm": " 1"}]}, "invalid_field"),
         ({"name": "x", "ADV": 1, "attribution_window_days": 0}, "invalid_field"),
         # longer than the impression lookup keeps impressions (TRACKER_LOOKUP_WINDOW_DAYS=30)
         ({"name": "x", "ADV": 1, "attribution_window_days": 31}, "invalid_field"),

@@ -7,6 +7,7 @@ same advertiser / publisher): an object of another tenant looks exactly like a m
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from tracker.projections.config import ConfigState
 
 MAX_WINDOW_DAYS: Final = 365
 MAX_WEIGHT: Final = 1000
+_PLAIN_DECIMAL: Final = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,10})?")
 
 
 class Invalid(Exception):
@@ -33,8 +35,19 @@ def check_url(value: str, field: str) -> None:
         raise Invalid("invalid_field", field, "expected an absolute http:// or https:// URL")
 
 
-def check_decimal(value: str, field: str, hi: Decimal | None = None) -> None:
-    """A non-negative decimal string such as ``"1.25"`` (money is never a float)."""
+def check_decimal(
+    value: str, field: str, hi: Decimal | None = None, *, before: str | None = None
+) -> None:
+    """A non-negative decimal string such as ``"1.25"``: ASCII digits, an optional point and
+    fraction, nothing else (money is never a float, and the string is stored as given, so every
+    reader must be able to parse it: no exponent, sign, blank, ``_`` or non-ASCII digit). A
+    value unchanged from ``before`` is not judged again (it was stored under older rules)."""
+    if before is not None and value == before:
+        return
+    if not _PLAIN_DECIMAL.fullmatch(value):
+        raise Invalid(
+            "invalid_field", field, f'expected a decimal string such as "1.25", got {value[:40]!r}'
+        )
     try:
         number = Decimal(value)
     except InvalidOperation:
@@ -85,9 +98,12 @@ def check(state: ConfigState, kind: str, obj: Any, previous: Any | None) -> None
                 if affiliate_id not in listed:
                     live_link(state, tenant, model.AFFILIATE, affiliate_id, field)
     if kind == model.OFFER:
-        _check_offer(obj)
+        _check_offer(obj, previous)
     elif kind == model.PAYMENT_RULE:
-        check_decimal(obj.value, "value", Decimal(100) if obj.pricing_type == "revshare" else None)
+        hi = Decimal(100) if obj.pricing_type == "revshare" else None
+        same_type = previous is not None and previous.pricing_type == obj.pricing_type
+        before = previous.value if previous is not None and same_type else None
+        check_decimal(obj.value, "value", hi, before=before)
 
 
 def _new(obj: Any, previous: Any | None, field: str) -> bool:
@@ -103,7 +119,7 @@ def _status(obj: Any) -> str | None:
     return getattr(obj, "state", None) or getattr(obj, "status", None)
 
 
-def _check_offer(offer: model.Offer) -> None:
+def _check_offer(offer: model.Offer, previous: model.Offer | None) -> None:
     if offer.impressions_url:
         check_url(offer.impressions_url, "impressions_url")
     for i, destination in enumerate(offer.impressions_urls):
@@ -112,13 +128,16 @@ def _check_offer(offer: model.Offer) -> None:
             raise Invalid(
                 "invalid_field", f"impressions_urls[{i}].weight", f"expected 1..{MAX_WEIGHT}"
             )
-    check_decimal(offer.payout_cpm, "payout_cpm")
-    check_decimal(offer.revenue_cpm, "revenue_cpm")
+    for field in ("payout_cpm", "revenue_cpm"):
+        before = getattr(previous, field) if previous is not None else None
+        check_decimal(getattr(offer, field), field, before=before)
     if not 1 <= offer.attribution_window_days <= MAX_WINDOW_DAYS:
         raise Invalid("invalid_field", "attribution_window_days", f"expected 1..{MAX_WINDOW_DAYS}")
     values = [goal.value for goal in offer.goals]
     if len(set(values)) != len(values) or not all(values):
         raise Invalid("invalid_field", "goals", "each goal needs a distinct, non-empty value")
+    payouts_before = {g.value: g.payout_cpm for g in previous.goals} if previous else {}
     for i, goal in enumerate(offer.goals):
         if goal.payout_cpm:
-            check_decimal(goal.payout_cpm, f"goals[{i}].payout_cpm")
+            before = payouts_before.get(goal.value)
+            check_decimal(goal.payout_cpm, f"goals[{i}].payout_cpm", before=before)
