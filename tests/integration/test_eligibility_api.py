@@ -136,4 +136,8 @@ async def test_eligibility_explains(api: Client, store: EventStore) -> None:
     assert (
         await api.get(f"/eligibility?offer_id={o[0]}&affiliate_id={a[3]}", headers=aff)
     ).status == 403
+    # nor about a private offer it is not enabled on (it cannot read that offer either)
+    assert (
+        await api.get(f"/eligibility?offer_id={o[3]}&affiliate_id={a[0]}", headers=aff)
+    ).status == 403
     assert (await api.get(f"/eligibility?offer_id={o[0]}&affiliate_id={a[0]}")).status == 401

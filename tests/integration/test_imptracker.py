@@ -596,3 +596,26 @@ async def test_a_tracker_whose_line_item_was_deleted_can_still_be_renamed(
     other = {"imptracker": {"line_item": {"id": n["L2"]}}}
     r = await api.put(f"/imptracker?id={tid}", json=other, headers=h)
     assert r.status == 400
+
+
+async def test_a_code_taken_by_another_tenant_does_not_name_its_tracker(
+    api: Client, store: EventStore
+) -> None:
+    mine, theirs = await make_token(store, tenant="958"), await make_token(store, tenant="959")
+    ids = []
+    for h in (mine, theirs):
+        n = await network(api, h, "A", [("L", "P")])
+        body = {
+            "imptracker": {
+                "name": "x",
+                "code": "shared",
+                "publisher": {"id": n["P"]},
+                "line_item": {"id": n["L"]},
+            }
+        }
+        r = await api.post(f"/imptracker?advertiser_id={n['A']}", json=body, headers=h)
+        ids.append((r.status, await r.json()))
+    (created, first), (refused, error) = ids
+    assert (created, refused) == (200, 409)
+    assert error["response"]["error"] == "already used by another tracker"
+    assert str(first["response"]["id"]) not in error["response"]["error"]

@@ -100,8 +100,9 @@ async def save(
             f"{kind} {obj.id} is at version {exc.current}, not {obj.version}: reload and retry",
             current_version=exc.current,
         ) from None
-    except NameTaken as exc:
-        raise ApiError(409, "name_taken", f"already used by {kind} {exc.owner}") from None
+    except NameTaken:
+        # the owner may be another tenant's (tracker codes are global): it is not named
+        raise ApiError(409, "name_taken", f"already used by another {kind}") from None
     except WriteUncertain as exc:
         logger.error("config_write_uncertain", kind=kind, object_id=obj.id, error=str(exc))
         if obj.version == 0:  # a retried create would get a new id: say which one to look for

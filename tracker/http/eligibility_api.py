@@ -28,8 +28,8 @@ def _scope_check(principal: Principal, decision: el.Decision, affiliate_id: int 
     subject = decision.offer or decision.tracker
     kind = model.OFFER if decision.offer is not None else model.TRACKER
     allowed = subject is not None and can_read(principal, kind, subject)
-    if principal.role == "affiliate":
-        allowed = affiliate_id == principal.scope_id
+    if principal.role == "affiliate":  # its own decisions, on offers open to it
+        allowed = allowed and affiliate_id == principal.scope_id
     if not allowed:
         raise ApiError(403, "forbidden", f"the {principal.role} role may not see this decision")
 
