@@ -235,6 +235,10 @@ async def test_an_offer_listing_a_deleted_affiliate_can_still_be_paused(
     change = {"disabled_affiliates": [other["id"]], "version": 3}
     r = await api.patch(url, json=change, headers=h)
     assert (r.status, (await r.json())["error"]["code"]) == (422, "invalid_reference")
+    # and so is moving the deleted one to the other list (disabled is not enabled)
+    change = {"enabled_affiliates": [], "disabled_affiliates": [aff["id"]], "version": 3}
+    r = await api.patch(url, json=change, headers=h)
+    assert (r.status, (await r.json())["error"]["code"]) == (422, "invalid_reference")
 
 
 async def test_offer_with_everything(api: Client, store: EventStore) -> None:

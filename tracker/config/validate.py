@@ -92,9 +92,9 @@ def check(state: ConfigState, kind: str, obj: Any, previous: Any | None) -> None
     ):
         live_link(state, tenant, model.PUBLISHER, obj.publisher_id, "publisher_id")
     if kind in (model.OFFER, model.ADVERTISER):
-        listed = _listed(previous) if previous is not None else set()
         for field in ("enabled_affiliates", "disabled_affiliates"):
-            for affiliate_id in getattr(obj, field, ()):
+            listed = set(getattr(previous, field, ())) if previous is not None else set()
+            for affiliate_id in getattr(obj, field, ()):  # moved to the other list: a new link
                 if affiliate_id not in listed:
                     live_link(state, tenant, model.AFFILIATE, affiliate_id, field)
     if kind == model.OFFER:
@@ -109,10 +109,6 @@ def check(state: ConfigState, kind: str, obj: Any, previous: Any | None) -> None
 def _new(obj: Any, previous: Any | None, field: str) -> bool:
     """The link in ``field`` is made now (a create, or a changed id)."""
     return previous is None or getattr(obj, field) != getattr(previous, field)
-
-
-def _listed(obj: Any) -> set[int]:
-    return {*getattr(obj, "enabled_affiliates", ()), *getattr(obj, "disabled_affiliates", ())}
 
 
 def _status(obj: Any) -> str | None:
