@@ -289,6 +289,28 @@ async def test_a_batch_of_ten_thousand_hits_from_one_ip_commits(
     assert len(newest) == 100
 
 
+async def redis_now_ms(client: redis.Redis) -> int:
+    sec, usec = await client.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+async def add_aff_1(
+    client: redis.Redis, at_ms: int, entry_ms: int | None = None, **fields: Any
+) -> str:
+    """An impression naming imp_id AFF-1 on offer 1, appended to p0 as entry ``entry_ms`` (by
+    default ``at_ms``): the log's order and time set apart; our id."""
+    e = impression(
+        at=datetime.fromtimestamp(at_ms / 1000, UTC),
+        impression_id=IDS.mint(0, 4),
+        offer_id="1",
+        external_imp_id="AFF-1",
+        **fields,
+    )
+    entry = entry_ms if entry_ms is not None else at_ms
+    await client.xadd(keys.stream("p0"), {"event": events.encode(e)}, id=f"{entry}-0")
+    return e.impression_id
+
+
 async def test_a_duplicate_outliving_the_first_stays_findable_and_replays_alike(
     store: EventStore, client: redis.Redis, redis_url: str
 ) -> None:
@@ -296,23 +318,10 @@ async def test_a_duplicate_outliving_the_first_stays_findable_and_replays_alike(
     # the first's window the duplicate's record lives on, and so must its place under the
     # external id, in the live state and in a rebuild made then.
     window_ms = 3_000
-    sec, usec = await client.time()
-    base = int(sec) * 1000 + int(usec) // 1000
+    base = await redis_now_ms(client)
     stream = keys.stream("p0")
-
-    async def add(at_ms: int, **fields: Any) -> str:
-        e = impression(
-            at=datetime.fromtimestamp(at_ms / 1000, UTC),
-            impression_id=IDS.mint(0, 4),
-            offer_id="1",
-            external_imp_id="AFF-1",
-            **fields,
-        )
-        await client.xadd(stream, {"event": events.encode(e)}, id=f"{at_ms}-0")
-        return e.impression_id
-
-    first = await add(base)
-    dup = await add(base + 1_500, verdict="not_counted", reason="duplicate_imp_id")
+    first = await add_aff_1(client, base)
+    dup = await add_aff_1(client, base + 1_500, verdict="not_counted", reason="duplicate_imp_id")
     await catch_up(store, ImpressionLookup(window_ms=window_ms))
     parts = store.partitions
     assert await lookup.find_by_external_imp_id(client, parts, "t1", "1", "AFF-1") == first
@@ -366,22 +375,9 @@ async def test_the_newest_counted_impression_wins_whatever_the_log_order(
     # the newer impression is in the log first; the older one (same imp_id: drained from a
     # crashed host's spool after the newer one's 24 h claim had expired) comes after it
     window_ms = 3_000
-    sec, usec = await client.time()
-    base = int(sec) * 1000 + int(usec) // 1000
-    stream = keys.stream("p0")
-
-    async def add(at_ms: int, entry_ms: int) -> str:
-        e = impression(
-            at=datetime.fromtimestamp(at_ms / 1000, UTC),
-            impression_id=IDS.mint(0, 4),
-            offer_id="1",
-            external_imp_id="AFF-1",
-        )
-        await client.xadd(stream, {"event": events.encode(e)}, id=f"{entry_ms}-0")
-        return e.impression_id
-
-    newer = await add(base + 1_500, base + 1_500)
-    await add(base, base + 1_600)
+    base = await redis_now_ms(client)
+    newer = await add_aff_1(client, base + 1_500)
+    await add_aff_1(client, base, entry_ms=base + 1_600)
     await catch_up(store, ImpressionLookup(window_ms=window_ms))
     parts = store.partitions
     assert await lookup.find_by_external_imp_id(client, parts, "t1", "1", "AFF-1") == newer

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import struct
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -109,6 +110,24 @@ async def test_write_failure_reaches_every_caller(tmp_path: Path) -> None:
     assert all(isinstance(r, OSError) for r in results)
 
 
+@contextlib.contextmanager
+def disk_full_after(
+    monkeypatch: pytest.MonkeyPatch, reaches_disk: Callable[[bytes], bytes]
+) -> Iterator[None]:
+    """Within the block, a write puts ``reaches_disk(data)`` in the file, then fails: ENOSPC."""
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, reaches_disk(bytes(data)))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(os, "write", real_write)
+
+
 async def test_after_a_failed_write_the_writer_starts_a_new_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,16 +135,9 @@ async def test_after_a_failed_write_the_writer_starts_a_new_file(
     _, records = spooled(3)
     await writer.write_many(records[:1])
     first = writer.path
-    real_write = os.write
-
-    def torn_write(fd: int, data: bytes | memoryview) -> int:
-        real_write(fd, bytes(data)[:7])  # half a header reaches the disk, then the disk fails
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", torn_write)
-    with pytest.raises(OSError, match="No space"):
+    half_a_header = disk_full_after(monkeypatch, lambda data: data[:7])
+    with half_a_header, pytest.raises(OSError, match="No space"):
         await writer.write_many(records[1:2])
-    monkeypatch.setattr(os, "write", real_write)
     await writer.write_many(records[2:])
     assert first is not None
     assert writer.path is not None
@@ -145,18 +157,11 @@ async def test_a_write_that_failed_after_whole_records_leaves_none_of_them(
     _, records = spooled(4)
     await writer.write_many(records[:1])
     first = writer.path
-    real_write = os.write
-
-    def full_disk(fd: int, data: bytes | memoryview) -> int:
-        real_write(fd, encode_record(records[1]))  # one whole record fits, then the disk is full
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", full_disk)
-    results = await asyncio.gather(
-        writer.write_many(records[1:3]), writer.write_many(records[3:]), return_exceptions=True
-    )
+    with disk_full_after(monkeypatch, lambda _: encode_record(records[1])):  # one whole record
+        results = await asyncio.gather(
+            writer.write_many(records[1:3]), writer.write_many(records[3:]), return_exceptions=True
+        )
     assert [type(r) for r in results] == [OSError, OSError]
-    monkeypatch.setattr(os, "write", real_write)
     assert first is not None
     assert read_spool(first) == SpoolContents(records[:1], len(encode_record(records[0])), 0)
 

@@ -139,6 +139,12 @@ def whole_number(raw: str) -> int | None:
     return None
 
 
+def id_list(raw: str) -> list[int] | None:
+    """``1,2,3`` (blanks around an id allowed) as ids, else None."""
+    ids = [whole_number(part.strip()) for part in raw.split(",")]
+    return None if None in ids else [i for i in ids if i is not None]
+
+
 def based_on(kind: str, current: Any, version: int | None) -> int:
     """The version a change to ``current`` is saved as: the one the client named must be the
     one the change is applied to. The writer's compare-and-set alone would let a request that

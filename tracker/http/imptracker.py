@@ -25,6 +25,7 @@ from tracker.http.config_api import expected_version
 from tracker.http.config_common import (
     authenticate,
     based_on,
+    id_list,
     require_admin,
     save,
     synced,
@@ -350,15 +351,13 @@ async def get_imptracker(request: web.Request) -> dict[str, Any]:
     state = await synced(request)
     raw_ids = request.query.get("id")
     if raw_ids is not None:
-        parts = raw_ids.split(",")
-        parsed = [whole_number(p.strip()) for p in parts]
-        if None in parsed:
+        ids = id_list(raw_ids)
+        if ids is None:
             raise ApiError(
                 400,
                 "bad_parameter",
                 f"id must be a number or a comma-separated list, got {raw_ids[:80]!r}",
             )
-        ids = [i for i in parsed if i is not None]
         if len(ids) == 1:
             return _one(state, visible(state, principal, model.TRACKER, ids[0]))
         found = [t for t in (_visible_or_none(state, principal, i) for i in ids) if t is not None]

@@ -6,7 +6,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from tracker.config import model, tags
-from tracker.http.config_common import authenticate, int_param, synced, visible, whole_number
+from tracker.http.config_common import (
+    authenticate,
+    id_list,
+    int_param,
+    synced,
+    visible,
+    whole_number,
+)
 from tracker.http.config_setup_keys import PUBLIC_URL
 from tracker.http.errors import ApiError
 from tracker.http.imptracker import xandr_error
@@ -17,8 +24,8 @@ async def get_tracker_tags(request: web.Request) -> web.Response:
     try:
         principal = await authenticate(request)
         raw_ids = request.query.get("id", "")
-        ids = [whole_number(p.strip()) for p in raw_ids.split(",")]
-        if None in ids:
+        ids = id_list(raw_ids)
+        if ids is None:
             raise ApiError(400, "bad_parameter", "id must be a number or a comma-separated list")
         try:
             macros = tags.parse_macros(request.query.get("macros"))
@@ -31,7 +38,7 @@ async def get_tracker_tags(request: web.Request) -> web.Response:
         base = request.app[PUBLIC_URL]
         snippets = []
         for tracker_id in ids:
-            tracker: model.Tracker = visible(state, principal, model.TRACKER, tracker_id or 0)
+            tracker: model.Tracker = visible(state, principal, model.TRACKER, tracker_id)
             snippets.append(tags.tracker_tag(base, tracker.id, tracker.name, fmt, macros))
     except ApiError as exc:
         return xandr_error(exc)
