@@ -15,6 +15,7 @@ from tests.integration.config_support import (  # noqa: F401  # fixture
     make_token,
     ok,
 )
+from tracker.config.live import LIVE_CONFIG
 from tracker.config.writer import CONFIG_WRITER
 from tracker.eventstore import keys
 from tracker.eventstore.store import EventStore
@@ -192,6 +193,33 @@ async def test_a_change_naming_a_version_that_landed_after_it_read_conflicts(
     assert (late.status, (await late.json())["error"]["code"]) == (409, "version_conflict")
     monkeypatch.setattr(writer, "save", save)
     assert (await ok(await api.get(url, headers=h)))["version"] == 1  # nothing was undone
+
+
+async def test_a_saved_change_this_process_is_slow_to_apply_is_answered_as_saved(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The create is in the log, but this process's copy does not catch up in time. A 503 here
+    # had the client retry the create, and the retry made a second advertiser.
+    h = await make_token(store)
+    live = api.app[LIVE_CONFIG]
+    await live.sync()  # the token is known here before the tail stops applying
+    apply, wait_for = live._apply_batch, live.wait_for
+    held: list[Any] = []
+    monkeypatch.setattr(live, "_apply_batch", held.append)  # the tail reads, applies nothing
+    monkeypatch.setattr(live, "wait_for", lambda position, _=0.0: wait_for(position, 0.2))
+    before = await store.length(keys.CONFIG)
+    with capture_logs() as logs:
+        created = await ok(await api.post("/advertisers", json={"name": "Adv"}, headers=h), 201)
+    assert (created["name"], created["version"]) == ("Adv", 1)
+    assert await store.length(keys.CONFIG) == before + 1
+    assert [e["object_id"] for e in logs if e["event"] == "config_change_not_applied_here"] == [
+        created["id"]
+    ]
+    monkeypatch.setattr(live, "_apply_batch", apply)
+    monkeypatch.setattr(live, "wait_for", wait_for)
+    for batch in held:
+        apply(batch)
+    assert await ok(await api.get(f"/advertisers/{created['id']}", headers=h)) == created
 
 
 @pytest.mark.parametrize(

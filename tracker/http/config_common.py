@@ -88,7 +88,12 @@ async def save(
     releases: tuple[str, ...] = (),
 ) -> Any:
     """Append the change (version compare-and-set) and wait until this process has applied it,
-    so the response and any later read reflect it. 409 on a version or unique-name conflict."""
+    so the response and any later read reflect it. 409 on a version or unique-name conflict.
+
+    Once the change is in the log it is answered as saved, even when this process does not
+    apply it within ``SYNC_TIMEOUT_S``: a 503 then would have a client retry a create that
+    landed (a second object). The answer is built from the saved object, and a later read
+    here syncs first (or answers 503 itself)."""
     try:
         position, stored = await request.app[CONFIG_WRITER].save(
             kind, obj, actor=principal.token_id, claims=claims, releases=releases
@@ -124,7 +129,13 @@ async def save(
     try:
         await request.app[LIVE_CONFIG].wait_for(position)
     except ConfigUnavailable as exc:
-        raise ApiError(503, "config_unavailable", str(exc)) from None
+        logger.warning(
+            "config_change_not_applied_here",
+            kind=kind,
+            object_id=stored.id,
+            position=position,
+            error=str(exc),
+        )
     return stored
 
 
