@@ -16,6 +16,7 @@ from tracker.eventstore import keys
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import free_port
 from tracker.eventstore.store import (
+    FENCE,
     AppendUncertain,
     Claim,
     EventStore,
@@ -205,6 +206,9 @@ async def test_group_ran_tells_whether_a_call_landed(store: EventStore) -> None:
     assert len(tokens) == 1
     assert await store.group_ran(as_str(tokens[0]))
     assert not await store.group_ran("tracker:{p0}:gtok:never")
+    fenced = "tracker:{p0}:gtok:fenced-by-a-drain"
+    await store.client.set(fenced, FENCE)
+    assert not await store.group_ran(fenced)
 
 
 async def test_a_redis_stall_queues_appends_instead_of_failing_them(

@@ -62,8 +62,9 @@ AppendItem = AnyEvent | tuple[AnyEvent, str | None] | tuple[AnyEvent, str | None
 
 class AppendUncertain(Exception):
     """The append call failed in a way that leaves open whether Redis ran it (connection lost,
-    timeout) after the client's retries. ``group_token`` is the call's token key: while it exists
-    (GROUP_TOKEN_TTL_S), it proves the call ran; see ``EventStore.group_ran``."""
+    timeout) after the client's retries. ``group_token`` is the call's token key: while it holds
+    the call's result (GROUP_TOKEN_TTL_S), it proves the call ran; the spool drainer fences a
+    missing one (FENCE) so a call arriving later changes nothing. See ``EventStore.group_ran``."""
 
     def __init__(self, cause: Exception, partition: str, group_token: str) -> None:
         super().__init__(f"append to {partition} uncertain: {cause}")
@@ -465,8 +466,11 @@ class EventStore:
         return args
 
     async def group_ran(self, group_token: str) -> bool:
-        """Whether the append call with this token ran (within GROUP_TOKEN_TTL_S of it)."""
-        return bool(await self.client.exists(group_token))
+        """Whether the append call with this token ran (within GROUP_TOKEN_TTL_S of it): its
+        token holds the call's result. A fenced token (FENCE, set by the spool drainer) means
+        it did not, and never will."""
+        saved = await self.client.get(group_token)
+        return saved is not None and as_str(saved) != FENCE
 
     def _expire_overdue(self, now: float) -> None:
         """Fail the submits whose deadline passed (see ``submit``)."""
