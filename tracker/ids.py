@@ -10,12 +10,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
+import re
 import zlib
 from collections.abc import Callable
 
 import uuid_utils
 
 IMPRESSION_ID_LENGTH = 44
+# RFC 3986's reserved characters and "%": escaped, they mean something else than typed
+# (``%26`` in a value is not a parameter separator), so ``signing_form`` keeps their escapes
+_DELIMITERS = frozenset(":/?#[]@!$&'()*+,;=%")
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _TAG_HEX = 12
 _ROUTE_SLICE = slice(20, 32)  # the low 48 random bits of the uuid7 body
 _HEX = "0123456789abcdef"
@@ -96,8 +101,11 @@ class ImpressionIds:
 
     def sign_redirect(self, tenant: str, target: str) -> str:
         """A signature letting ``/imptr`` redirect to ``target`` (``sig=`` before ``redir=``) on
-        ``tenant``'s trackers only: one tenant's admin cannot open a redirect on another's."""
-        message = b"redir\x00" + tenant.encode() + b"\x00" + target.encode()
+        ``tenant``'s trackers only: one tenant's admin cannot open a redirect on another's.
+        Signed in ``signing_form``: the target as typed and as an ad server percent-encodes it
+        (``{impression_id}`` or ``%7Bimpression_id%7D``) share one signature."""
+        form = signing_form(target)
+        message = b"redir\x00" + tenant.encode() + b"\x00" + form.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
 
     def verify_redirect(self, tenant: str, target: str, signature: str) -> bool:
@@ -129,3 +137,26 @@ def route_of(impression_id: str, partitions: int) -> int:
         except ValueError:
             pass
     return stable_hash(impression_id) % partitions
+
+
+def signing_form(url: str) -> str:
+    """``url`` with every percent-escape decoded except those of delimiters: one form for a
+    target typed with ``{``, ``|``, a space or non-ASCII characters and for the same target as
+    ``/imptr`` reads it (re-encoded: ``%7B``, ``%7C``, ``%20``, UTF-8 escapes). Escaped bytes
+    that are not UTF-8 stay as they are."""
+
+    def decoded(run: re.Match[str]) -> str:
+        escaped = run.group()
+        text = bytes.fromhex(escaped.replace("%", "")).decode("utf-8", "surrogateescape")
+        out, at = [], 0
+        for char in text:
+            if "\udc80" <= char <= "\udcff":  # a byte that is not UTF-8
+                out.append(escaped[at : at + 3])
+                at += 3
+                continue
+            width = len(char.encode("utf-8")) * 3
+            out.append(escaped[at : at + width] if char in _DELIMITERS else char)
+            at += width
+        return "".join(out)
+
+    return _ESCAPES.sub(decoded, url)

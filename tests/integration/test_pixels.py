@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
+from yarl import URL
 
 from tests.integration.config_support import (
     make_token,
@@ -463,6 +464,28 @@ async def test_signed_redirect_is_followed_off_the_allow_list(
     assert denied.status == 403
     bad = await api.get("/redirect-signature", params={"url": "javascript:alert(1)"}, headers=h)
     assert bad.status == 422
+
+
+@pytest.mark.parametrize(
+    "redir",
+    [
+        "https://partner.example/l?i={impression_id}&q=a%7Cb",  # as typed
+        "https://partner.example/l?i=%7Bimpression_id%7D&q=a|b",  # braces escaped
+        "https%3A%2F%2Fpartner.example%2Fl%3Fi%3D%7Bimpression_id%7D%26q%3Da%7Cb",  # wholly
+    ],
+)
+async def test_a_signed_target_with_a_macro_redirects_however_the_ad_server_encodes_it(
+    api: Client, store: EventStore, redir: str
+) -> None:
+    t = await tracker_setup(api, store)
+    h = await make_token(store)
+    target = "https://partner.example/l?i={impression_id}&q=a|b"
+    signed = await ok(await api.get("/redirect-signature", params={"url": target}, headers=h))
+    url = URL(f"/imptr?id={t['id']}&sig={signed['sig']}&redir={redir}", encoded=True)
+    r = await api.get(url, headers=BROWSER, allow_redirects=False)
+    assert r.status == 302, (await only(store)).redirect_refused
+    impression_id = r.headers["X-Impression-Id"]
+    assert r.headers["Location"].startswith(f"https://partner.example/l?i={impression_id}&q=a")
 
 
 async def test_non_ascii_digits_are_unknown_not_a_crash(api: Client, store: EventStore) -> None:

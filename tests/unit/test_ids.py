@@ -7,7 +7,7 @@ import hmac
 import pytest
 
 from tracker.eventstore.keys import key_route, partition_of
-from tracker.ids import IMPRESSION_ID_LENGTH, ImpressionIds, route_of
+from tracker.ids import IMPRESSION_ID_LENGTH, ImpressionIds, route_of, signing_form
 
 IDS = ImpressionIds(b"0123456789abcdef-server-key")
 
@@ -76,3 +76,13 @@ def test_keyed_event_lands_where_its_key_lives() -> None:
 def test_a_route_outside_the_partitions_is_refused(route: int, partitions: int) -> None:
     with pytest.raises(ValueError, match="partition number"):
         IDS.mint(route, partitions)
+
+
+def test_a_redirect_signature_covers_escapes_of_plain_characters_not_of_delimiters() -> None:
+    ids = ImpressionIds(b"k" * 32)
+    sig = ids.sign_redirect("t1", "https://p.example/caf\u00e9 {x}?q=a%26b")
+    assert ids.verify_redirect("t1", "https://p.example/caf%C3%A9%20%7bx%7D?q=a%26b", sig)
+    # an escaped delimiter means something else than the delimiter: "a&b" is two parameters
+    assert not ids.verify_redirect("t1", "https://p.example/caf\u00e9 {x}?q=a&b", sig)
+    assert not ids.verify_redirect("t2", "https://p.example/caf\u00e9 {x}?q=a%26b", sig)
+    assert signing_form("https://p.example/%ff%41") == "https://p.example/%ffA"  # not UTF-8: kept
