@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 from redis.exceptions import ConnectionError as RedisConnectionError
 from yarl import URL
 
@@ -16,6 +17,7 @@ from tests.integration.config_support import (
     ok,
     pixel_api_fixture,  # noqa: F401  # fixture
 )
+from tests.unit.test_privacy import DENIED, GRANTED
 from tracker.config.live import LIVE_CONFIG
 from tracker.events import ImpressionSeen
 from tracker.eventstore.spool import spool_dir, spool_files
@@ -278,15 +280,47 @@ async def test_a_hit_neither_redis_nor_the_spool_took_is_a_503_pixel_without_id_
     assert "X-Impression-Id" not in r.headers
 
 
-async def test_gdpr_without_consent_sets_no_cookie_and_truncates_ip(
+@pytest.mark.parametrize(
+    ("query", "headers"),
+    [
+        ("gdpr=1", {}),
+        ("gdpr=1&gdpr_consent=" + DENIED, {}),
+        ("gdpr=0&gdpr=1", {}),  # an unclear signal: read as applying
+        ("gdpr=true", {}),
+        ("", {"DNT": "1"}),
+        ("", {"Sec-GPC": "1"}),
+        ("", {"Cookie": "a=b", "cookie": "tracker_optout=1"}),  # the opt-out in a second line
+    ],
+)
+async def test_a_hit_without_consent_sets_no_cookie_and_truncates_ip(
+    api: Client, store: EventStore, query: str, headers: dict[str, str]
+) -> None:
+    s = await offer_setup(api, store)
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}&{query}"
+    r = await api.get(url, headers=CIMultiDict({**BROWSER}, **headers))
+    assert r.status == 200
+    assert not [c for c in r.headers.getall("Set-Cookie", []) if not c.endswith("Max-Age=0")]
+    event = await only(store)
+    assert (event.visitor_id, event.ip) == ("", "127.0.0.0")
+    assert event.consent == (DENIED if DENIED in query else "")
+
+
+async def test_a_hit_with_consent_gets_its_visitor_cookie_and_its_consent_stored(
     api: Client, store: EventStore
 ) -> None:
     s = await offer_setup(api, store)
-    r = await api.get(f"/imp?aid={s['aff']}&oid={s['offer']}&gdpr=1", headers=BROWSER)
-    assert r.status == 200
-    assert "Set-Cookie" not in r.headers
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}&gdpr=1&gdpr_consent={GRANTED}"
+    r = await api.get(url, headers=BROWSER)
+    [cookie] = r.headers.getall("Set-Cookie")
+    assert cookie.startswith("tracker_vid=")
+    assert "SameSite=Lax" in cookie
     event = await only(store)
-    assert (event.visitor_id, event.ip, event.verdict) == ("", "127.0.0.0", "counted")
+    assert (event.ip, event.consent) == ("127.0.0.1", GRANTED)
+    assert event.visitor_id
+    assert event.visitor_id in cookie
+    # behind a TLS proxy the cookie must survive a cross-site page: SameSite=None; Secure
+    secure = await api.get(url, headers={**BROWSER, "X-Forwarded-Proto": "https"})
+    assert "SameSite=None; Secure" in secure.headers["Set-Cookie"]
 
 
 async def test_freshpaint_dialect(api: Client, store: EventStore) -> None:

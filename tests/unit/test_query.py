@@ -95,6 +95,25 @@ def test_gdpr_signals_are_passed_on() -> None:
     assert parse_imp("aid=1&oid=2&gdpr=${GDPR}").gdpr == ""
 
 
+@pytest.mark.parametrize(
+    ("query", "gdpr"),
+    [
+        ("gdpr=", ""),
+        ("gdpr=[GDPR]", ""),  # not filled in: not said
+        ("gdpr=0", "0"),
+        ("gdpr=false", "0"),
+        ("gdpr=TRUE", "1"),
+        ("gdpr=maybe", "1"),  # said, but unclear: the privacy-preserving reading
+        ("gdpr=0&gdpr=1", "1"),
+        ("gdpr=0&gdpr=0", "1"),  # repeated: the hit is malformed, the signal unclear
+        ("gdpr=%FF", "1"),
+    ],
+)
+def test_an_unclear_gdpr_signal_is_read_as_applying(query: str, gdpr: str) -> None:
+    assert parse_imp(f"aid=1&oid=2&{query}").gdpr == gdpr
+    assert parse_imptr(f"id=1&{query}").gdpr == gdpr
+
+
 # -- /imp, Freshpaint -----------------------------------------------------------------------------
 
 

@@ -52,7 +52,7 @@ class Malformed(msgspec.Struct, frozen=True):
 
 
 class _Parsed(msgspec.Struct, frozen=True, kw_only=True):
-    gdpr: str = ""  # "0", "1", or "" when absent or not one of those
+    gdpr: str = ""  # "1", "0", or "" when not said (see _gdpr)
     gdpr_consent: str = ""  # as given; tracker.privacy judges it
     problems: tuple[Malformed, ...] = ()
 
@@ -131,9 +131,20 @@ def _split(raw: str, known: frozenset[str]) -> tuple[dict[str, str], list[Malfor
     return values, problems
 
 
-def _gdpr(values: dict[str, str]) -> str:
+def _gdpr(values: dict[str, str], problems: list[Malformed]) -> str:
+    """The gdpr flag: "1" (GDPR applies), "0" (it does not) or "" (not said: absent, empty,
+    or a macro the ad server did not fill in). A signal that is there but unclear
+    (``gdpr=0&gdpr=1``, a value that cannot be read, ``gdpr=maybe``) is taken as "1": the
+    privacy-preserving reading."""
     flag = values.get("gdpr", "")
-    return flag if flag in ("0", "1") else ""
+    if _bad(problems, "gdpr"):
+        return "1"
+    if not flag or _MACRO.fullmatch(flag):
+        return ""
+    return _GDPR_WORDS.get(flag.strip().lower(), "1")
+
+
+_GDPR_WORDS: Final = {"1": "1", "true": "1", "yes": "1", "0": "0", "false": "0", "no": "0"}
 
 
 def _bad(problems: list[Malformed], name: str) -> bool:
@@ -164,7 +175,7 @@ def parse_imp(raw: str) -> ImpQuery:
         env_id=values.get("env_id", ""),
         dest_id=values.get("dest_id", ""),
         external_imp_id=values.get("imp_id", ""),
-        gdpr=_gdpr(values),
+        gdpr=_gdpr(values, problems),
         gdpr_consent=values.get("gdpr_consent", ""),
         problems=tuple(problems),
     )
@@ -247,7 +258,7 @@ def parse_imptr(raw: str) -> ImptrQuery:
         redirect=redirect,
         redirect_problem=redirect_problem,
         redirect_sig=values.get("sig", ""),
-        gdpr=_gdpr(values),
+        gdpr=_gdpr(values, problems),
         gdpr_consent=values.get("gdpr_consent", ""),
         problems=tuple(problems),
     )
