@@ -13,6 +13,8 @@ from aiohttp import compression_utils
 from aiohttp.test_utils import TestClient
 
 from tests.integration.config_support import api_fixture, make_token, ok  # noqa: F401  # fixture
+from tracker.config import auth
+from tracker.config.live import LIVE_CONFIG, ConfigUnavailable
 from tracker.events import ImpressionSeen
 from tracker.eventstore.store import EventStore
 from tracker.http import record
@@ -78,6 +80,41 @@ async def test_idempotency_keys_skip_repeats_and_are_per_tenant(
     unkeyed = {"impressions": [item(1), item(1)]}
     assert await ok(await api.post(PATH, json=unkeyed, headers=h)) == {"recorded": 2, "skipped": 0}
     assert len(await logged(store)) == 102
+
+
+async def test_a_publishers_idempotency_keys_are_its_own(api: Client, store: EventStore) -> None:
+    # Two publishers of one tenant cannot know each other's keys: the second one's impression
+    # was skipped as a repeat of the first one's, silently
+    seven = await make_token(store, role="publisher:7")
+    eight = await make_token(store, role="publisher:8")
+    admin = await make_token(store)
+    first = {"impressions": [item(7, idempotency_key="k1")]}
+    second = {"impressions": [item(8, idempotency_key="k1")]}
+
+    async def send(body: dict[str, Any], headers: dict[str, str]) -> tuple[int, int]:
+        answer = await ok(await api.post(PATH, json=body, headers=headers))
+        return answer["recorded"], answer["skipped"]
+
+    assert await send(first, seven) == (1, 0)
+    assert await send(second, eight) == (1, 0)
+    assert await send(first, seven) == (0, 1)  # its own retry is still a repeat
+    assert await send(first, admin) == (1, 0)  # an admin's keys are the tenant's
+    stored = sorted((e.publisher_id, e.member_id) for e in await logged(store))
+    assert stored == [("", "m_7"), ("7", "m_7"), ("8", "m_8")]
+
+
+async def test_a_token_check_redis_cannot_answer_gets_503_with_retry_after(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unavailable(*_: Any) -> Any:
+        raise ConfigUnavailable("Redis did not answer within 5 s")
+
+    monkeypatch.setattr(api.app[LIVE_CONFIG], "sync", unavailable)
+    bearer = auth.mint()[2]  # a token this process has not seen: it asks the log
+    body = {"impressions": [item(1)]}
+    r = await api.post(PATH, json=body, headers={"Authorization": f"Bearer {bearer}"})
+    assert (r.status, r.headers.get("Retry-After")) == (503, "1")
+    assert (await r.json())["error"]["code"] == "config_unavailable"
 
 
 async def test_one_bad_item_rejects_all_with_every_path(api: Client, store: EventStore) -> None:

@@ -185,6 +185,42 @@ def test_far_future_naive_and_odd_timestamps_are_errors() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-01-15T10.5Z",  # a fraction of an hour: CPython read it as 10:00:00.5
+        "2026-01-15T10,5Z",
+        "2026-01-15T10:30.5Z",  # of a minute: read as 10:30:00.5
+        "20260115T1030.5Z",
+        "2026-01-15T10:30:00Z\u0000garbage",  # CPython stopped reading at the NUL
+        "2026-01-15T10:30:00\u0000+05:00",
+    ],
+)
+def test_a_timestamp_python_would_misread_is_an_error(stamp: str) -> None:
+    assert paths(validate(body(item(timestamp=stamp)), NOW)) == [
+        "$.impressions[0].timestamp: " + NOT_A_TIME
+    ]
+
+
+def test_a_fraction_of_seconds_is_read_in_both_forms() -> None:
+    both = body(item(timestamp="2026-01-15T10:30:00,5+02:00"), item(timestamp="20260115T083000.5Z"))
+    [a, b] = validate(both, NOW)  # type: ignore[misc]
+    assert a.occurred_at == b.occurred_at == datetime(2026, 1, 15, 8, 30, 0, 500_000, tzinfo=UTC)
+
+
+def test_the_error_list_is_bounded_and_names_each_problem_once() -> None:
+    repeats = b'{"impressions": [{"member_id": "a"' + b', "member_id": "a"' * 50_000
+    repeats += b', "creative_id": "c", "ad_unit_id": "u"}]}'
+    result = rejected(validate(repeats, NOW))
+    assert [(e.path, e.message) for e in result.errors] == [
+        ("$.impressions[0].member_id", "repeated")
+    ]
+    unknown = rejected(validate(body(item(**{f"x{i}": 1 for i in range(3_000)})), NOW))
+    assert len(unknown.errors) == 1_000
+    assert unknown.errors[0] == FieldError("$.impressions[0].x0", "unknown field")
+    assert unknown.message.startswith("more than 1000 invalid fields (the first 1000 are listed)")
+
+
 def test_lengths_are_limited() -> None:
     result = validate(
         body(item(member_id="m" * 129), item(idempotency_key="k" * 257), item(idempotency_key="")),

@@ -40,6 +40,7 @@ MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 MAX_ID_CHARS: Final = 128
 MAX_KEY_CHARS: Final = 256
 MAX_TIMESTAMP_CHARS: Final = 64
+MAX_ERRORS: Final = 1_000  # problems listed in one 422
 MAX_FUTURE: Final = timedelta(minutes=5)
 
 _ID_FIELDS: Final = ("member_id", "creative_id", "ad_unit_id")
@@ -142,7 +143,12 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
         return NOT_A_TIME
     # RFC 3339 allows a lower-case "t" / "z"; a leap second (23:59:60 UTC, in any offset) is
     # read, as POSIX time has it, as the start of the next second
-    value, leap = _LEAP_SECOND.subn(r"\g<1>59", value.upper(), count=1)
+    value = value.upper()
+    # CPython's reader stops at a NUL and reads any decimal fraction as seconds' ("T10.5" would be
+    # 10:00:00.5, not 10:30): only ISO 8601's characters, and a fraction of seconds only
+    if _NOT_TIME_CHARS.search(value) or _FRACTION_NOT_OF_SECONDS.search(value):
+        return NOT_A_TIME
+    value, leap = _LEAP_SECOND.subn(r"\g<1>59", value, count=1)
     try:
         parsed = datetime.fromisoformat(value)
         if leap:
@@ -167,6 +173,8 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     return utc
 
 
+_NOT_TIME_CHARS: Final = re.compile(r"[^0-9TWZ:.,+\- ]")
+_FRACTION_NOT_OF_SECONDS: Final = re.compile(r"[T ]\d\d(?::?\d\d)?[.,]")
 _LEAP_SECOND: Final = re.compile(r"([T ]\d\d:?\d\d:?)60(?=\D|$)")
 # A member name written with an escape ("member\u005fid" is member_id): the count below misses it
 _ESCAPED_NAME: Final = re.compile(rb'"[A-Za-z_]*\\u[0-9A-Fa-f]{4}[^"]*"\s*:')
@@ -214,13 +222,13 @@ def _repeated(body: bytes) -> list[FieldError]:
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
         obj: dict[Any, Any] = {}
-        repeats = []
+        repeats: dict[str, None] = {}  # each repeated name once
         for name, value in pairs:
             if name in obj:
-                repeats.append(name)
+                repeats[name] = None
             obj[name] = value
         if repeats:
-            obj[_REPEATS] = repeats
+            obj[_REPEATS] = list(repeats)
         return obj
 
     try:
@@ -246,9 +254,15 @@ def _refuse_repeats(
 
 
 def _invalid(errors: list[FieldError]) -> Rejected:
-    return _reject(
-        VALIDATION_FAILED, f"{len(errors)} invalid field(s); nothing was recorded", errors
-    )
+    """422 naming every problem once, the first MAX_ERRORS of them: a small body can hold
+    hundreds of thousands of bad names, and an answer a thousand times its size would cost the
+    web process the memory and the event loop the time."""
+    unique = list(dict.fromkeys(errors))
+    if len(unique) > MAX_ERRORS:
+        found = f"more than {MAX_ERRORS} invalid fields (the first {MAX_ERRORS} are listed)"
+    else:
+        found = f"{len(unique)} invalid field(s)"
+    return _reject(VALIDATION_FAILED, f"{found}; nothing was recorded", unique[:MAX_ERRORS])
 
 
 def _present_in(items: list[Any]) -> dict[str, int]:
@@ -276,7 +290,7 @@ def _check_item(item: object, path: str, now: datetime, errors: list[FieldError]
         errors.append(FieldError(path, "expected an object"))
         return
     for name in item:
-        if name not in _FIELDS:
+        if name not in _FIELDS and len(errors) <= MAX_ERRORS:  # _invalid lists no more
             errors.append(FieldError(f"{path}.{name}", "unknown field"))
     for name in _ID_FIELDS:
         if name not in item:

@@ -51,12 +51,15 @@ def require_admin(principal: Principal) -> None:
         raise ApiError(403, "forbidden", f"the {principal.role} role may not change configuration")
 
 
+RETRY_AFTER: Final = {"Retry-After": "1"}
+
+
 async def synced(request: web.Request) -> ConfigState:
     """The in-process configuration, caught up with everything written so far (any process)."""
     try:
         return await request.app[LIVE_CONFIG].sync()
     except ConfigUnavailable as exc:
-        raise ApiError(503, "config_unavailable", str(exc)) from None
+        raise ApiError(503, "config_unavailable", str(exc), headers=RETRY_AFTER) from None
 
 
 def visible(state: ConfigState, principal: Principal, kind: str, object_id: int) -> Any:

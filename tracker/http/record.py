@@ -106,7 +106,9 @@ async def post_record(request: web.Request) -> web.Response:
     publisher_id = str(principal.scope_id) if principal.role == "publisher" else ""
     items: list[tuple[ImpressionSeen, str | None]] = []
     mint = ids.mint
-    scope = f"batch:{tenant}:"  # keys are per tenant: another tenant's same key is another item
+    # keys are a publisher's own (another publisher cannot know them, nor learn them by a skip);
+    # an admin's are the tenant's
+    scope = f"batch:{tenant}:publisher:{publisher_id}:" if publisher_id else f"batch:{tenant}:"
     with gc_paused():
         for item in result:
             key = item.idempotency_key
