@@ -71,3 +71,8 @@ def test_any_entry_of_several_allows_and_none_refuses() -> None:
     assert redirect_allowed("https://m.shop.example/", hosts)
     assert not redirect_allowed("https://m.partner.example/", hosts)
     assert not redirect_allowed("https://shop.example/", ())
+
+
+def test_a_host_with_a_percent_escape_is_refused() -> None:
+    # yarl keeps the escape in the host, and the escaped "@" would pass for a subdomain
+    assert not redirect_allowed("https://evil.example%40www.shop.example/", (".shop.example",))

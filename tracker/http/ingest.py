@@ -417,12 +417,15 @@ def redirect_allowed(target: str, hosts: tuple[str, ...]) -> bool:
 
 
 def _host_of(url: str) -> str:
+    """The target's host in lower case, or "" for none or one no browser would resolve as
+    written: a percent-escape in a host (``evil.example%40www.shop.example``) is refused."""
     try:
         from yarl import URL  # aiohttp's own URL type
 
-        return (URL(url).host or "").lower()
+        host = (URL(url).host or "").lower()
     except ValueError:
         return ""
+    return "" if "%" in host else host
 
 
 def _canonical_id(raw: str) -> str:
