@@ -75,7 +75,11 @@ def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: 
     try:
         return parse(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+        shown = "(its value not shown)" if name in _SECRET_NAMES else f"={raw!r}"
+        raise SettingsError(f"{name}{shown}: {exc}") from None
+
+
+_SECRET_NAMES: Final = frozenset({"TRACKER_SECRET_KEY"})  # never echoed into a log
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:

@@ -210,6 +210,24 @@ async def test_an_api_request_then_a_half_close_is_answered(port: int) -> None:
     writer.close()
 
 
+async def test_an_idle_connection_aiohttp_answered_closes_like_a_pixel_one(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiohttp's own default held it for an hour (3,630 s), the lean path's for 75 s
+    monkeypatch.setattr(front, "KEEPALIVE_S", 0.5)
+    server = FrontTestServer(create_app(store, SETTINGS))
+    await server.start_server()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(get("/healthz"))
+        status, headers, _ = await read_response(reader)
+        assert (status, "aiohttp" in headers["server"]) == (200, True)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+    finally:
+        await server.close()
+
+
 async def test_a_trickle_of_bytes_does_not_hold_a_connection(
     port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

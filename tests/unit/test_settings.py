@@ -43,6 +43,12 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
         Settings.from_env({name: value})
 
 
+def test_a_bad_secret_key_is_not_echoed() -> None:
+    with pytest.raises(SettingsError, match="TRACKER_SECRET_KEY") as info:
+        Settings.from_env({"TRACKER_SECRET_KEY": "hunter2-and-more"})
+    assert "hunter2" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("raw", "hops"), [("0", 0), ("1", 1), ("2", 2), ("true", 1), ("on", 1), ("false", 0)]
 )

@@ -48,7 +48,7 @@ logger = structlog.get_logger()
 MAX_LINE: Final = 32 * 1024
 MAX_HEAD: Final = 64 * 1024  # request line and headers; longer goes to aiohttp (its 4xx)
 MAX_BUFFER: Final = 256 * 1024  # pipelined bytes read ahead before reading pauses
-KEEPALIVE_S: Final = 75.0  # as aiohttp's keepalive_timeout
+KEEPALIVE_S: Final = 75.0  # idle keep-alive connections close after it, on both paths
 SWEEP_S: Final = 5.0
 SHUTDOWN_GRACE_S: Final = 10.0  # for hits being recorded when the process stops
 _PATHS: Final = frozenset(("/imp", "/imptr"))
@@ -590,6 +590,8 @@ class FrontRunner(web.AppRunner):
     def __init__(self, app: web.Application, pixel_log: AccessLog, **kwargs: Any) -> None:
         kwargs.setdefault("max_line_size", MAX_LINE)
         kwargs.setdefault("max_field_size", MAX_LINE)
+        # idle keep-alive connections close alike on both paths (aiohttp 3.14's default: 3,630 s)
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_S)
         super().__init__(app, **kwargs)
         self._pixel_log = pixel_log
         self.front: Front | None = None
