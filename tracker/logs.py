@@ -19,6 +19,10 @@ def _dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     return msgspec.json.encode(obj, enc_hook=default)
 
 
+def _dumps_text(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    return msgspec.json.encode(obj, enc_hook=default).decode()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Set up structlog; ``fmt`` is auto (console on a TTY, else JSON), json or console."""
     console = sys.stderr.isatty() if fmt == "auto" else fmt == "console"
@@ -27,17 +31,14 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    exceptions = structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    )
     if console:
         processors: list[Processor] = [*shared, structlog.dev.ConsoleRenderer()]
         factory: Any = structlog.PrintLoggerFactory(sys.stderr)
     else:
-        processors = [
-            *shared,
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            ),
-            structlog.processors.JSONRenderer(serializer=_dumps),
-        ]
+        processors = [*shared, exceptions, structlog.processors.JSONRenderer(serializer=_dumps)]
         factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
     structlog.configure(
         processors=processors,
@@ -45,4 +46,23 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # Libraries' stdlib records (aiohttp's "Unhandled exception", asyncio's) in the same shape,
+    # a traceback included: a plain-text traceback would break a JSON log's one line per record
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer()
+        if console
+        else structlog.processors.JSONRenderer(serializer=_dumps_text)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *(() if console else (exceptions,)),  # the exception as a dict, in JSON
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
