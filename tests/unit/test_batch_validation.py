@@ -310,7 +310,13 @@ def test_body_over_the_limit_is_413() -> None:
 
 @pytest.mark.parametrize(
     "content_type",
-    ["application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8"],
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+        "application/json; charset=utf8",  # a common label for UTF-8 (WHATWG)
+        'application/json; charset="UTF8"',
+    ],
 )
 def test_json_content_types_pass(content_type: str) -> None:
     assert check_headers(content_type, 100) is None

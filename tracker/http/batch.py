@@ -113,6 +113,12 @@ def _reject(
     return Rejected(status, code, message, errors or [])
 
 
+# The labels that name UTF-8 (the WHATWG Encoding Standard's list): "utf8" is common
+_UTF8: Final = frozenset(
+    ("utf-8", "utf8", "unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8", "x-unicode20utf8")
+)
+
+
 def check_headers(content_type: str | None, content_length: int | None) -> Rejected | None:
     """415 unless the body is JSON in UTF-8; 413 when the declared length is over the limit."""
     media_type, _, params = (content_type or "").partition(";")
@@ -120,7 +126,7 @@ def check_headers(content_type: str | None, content_length: int | None) -> Rejec
         return _reject(UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json")
     for param in params.split(";"):
         name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in _UTF8:
             return _reject(UNSUPPORTED_MEDIA_TYPE, "the body must be UTF-8")
     if content_length is not None and content_length > MAX_BODY_BYTES:
         return _too_large()
