@@ -35,7 +35,9 @@ def item(i: int, **extra: Any) -> dict[str, Any]:
 
 
 async def test_seed_example_records_both(api: Client, store: EventStore) -> None:
-    h = await make_token(store, role="publisher:7")
+    admin = await make_token(store)
+    publisher = await ok(await api.post("/publishers", json={"name": "P"}, headers=admin), 201)
+    h = await make_token(store, role=f"publisher:{publisher['id']}")
     body = {
         "impressions": [
             {"member_id": "m_x1y2z3", "creative_id": "dc_abc", "ad_unit_id": "au_abc123"},
@@ -49,7 +51,7 @@ async def test_seed_example_records_both(api: Client, store: EventStore) -> None
         ("m_x1y2z3", "dc_abc", "au_abc123"),
     ]
     assert all(e.dialect == "batch" and e.verdict == "counted" for e in events)
-    assert all(e.tenant == "958" and e.publisher_id == "7" for e in events)
+    assert all(e.tenant == "958" and e.publisher_id == str(publisher["id"]) for e in events)
 
 
 async def test_timestamp_is_kept_and_defaults_to_server_time(
@@ -101,6 +103,37 @@ async def test_a_publishers_idempotency_keys_are_its_own(api: Client, store: Eve
     assert await send(first, admin) == (1, 0)  # an admin's keys are the tenant's
     stored = sorted((e.publisher_id, e.member_id) for e in await logged(store))
     assert stored == [("", "m_7"), ("7", "m_7"), ("8", "m_8")]
+
+
+async def test_a_publishers_impressions_count_only_while_it_is_active(
+    api: Client, store: EventStore
+) -> None:
+    # its token outlives it: the impressions are recorded, with why they are not counted
+    admin = await make_token(store)
+    made = [
+        await ok(await api.post("/publishers", json={"name": n}, headers=admin), 201)
+        for n in ("Live", "Paused", "Gone")
+    ]
+    live, paused, gone = (p["id"] for p in made)
+    await ok(
+        await api.patch(
+            f"/publishers/{paused}", json={"state": "inactive", "version": 1}, headers=admin
+        )
+    )
+    await ok(await api.delete(f"/publishers/{gone}", headers=admin))
+    other = await make_token(store, tenant="other")
+    theirs = await ok(await api.post("/publishers", json={"name": "Theirs"}, headers=other), 201)
+    for i, publisher in enumerate((live, paused, gone, theirs["id"], 987654)):
+        token = await make_token(store, role=f"publisher:{publisher}")
+        await ok(await api.post(PATH, json={"impressions": [item(i)]}, headers=token))
+    verdicts = {e.member_id: (e.verdict, e.reason) for e in await logged(store)}
+    assert verdicts == {
+        "m_0": ("counted", ""),
+        "m_1": ("not_counted", "publisher_inactive"),
+        "m_2": ("not_counted", "publisher_deleted"),
+        "m_3": ("not_counted", "publisher_deleted"),  # another tenant's publisher
+        "m_4": ("not_counted", "publisher_deleted"),  # none such
+    }
 
 
 async def test_a_token_check_redis_cannot_answer_gets_503_with_retry_after(

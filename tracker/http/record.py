@@ -11,16 +11,17 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from tracker.events import ImpressionSeen
+from tracker.events import ImpressionSeen, Verdict
 from tracker.eventstore.keys import key_route
 from tracker.eventstore.store import AppendUncertain
 from tracker.gcpause import gc_paused
 from tracker.http.app_keys import STORE
 from tracker.http.batch import MAX_BODY_BYTES, Rejected, check_headers, validate
-from tracker.http.config_common import authenticate
+from tracker.http.config_common import authenticate, synced
 from tracker.http.errors import ApiError, error_response
 from tracker.http.ingest import IMPRESSION_IDS
 from tracker.ids import new_event_id
+from tracker.projections.eligibility import publisher_reason
 
 logger = structlog.get_logger()
 
@@ -104,6 +105,11 @@ async def post_record(request: web.Request) -> web.Response:
     n = store.partition_count
     tenant = principal.tenant
     publisher_id = str(principal.scope_id) if principal.role == "publisher" else ""
+    # recorded either way (the publisher served them), counted only for an active publisher
+    reason = ""
+    if principal.role == "publisher" and principal.scope_id is not None:
+        reason = publisher_reason(await synced(request), tenant, principal.scope_id)
+    verdict: Verdict = "not_counted" if reason else "counted"
     items: list[tuple[ImpressionSeen, str | None]] = []
     mint = ids.mint
     # keys are a publisher's own (another publisher cannot know them, nor learn them by a skip);
@@ -123,6 +129,8 @@ async def post_record(request: web.Request) -> web.Response:
                 creative_id=item.creative_id,
                 ad_unit_id=item.ad_unit_id,
                 publisher_id=publisher_id,
+                verdict=verdict,
+                reason=reason,
             )
             items.append((event, scope + key if key is not None else None))
     try:

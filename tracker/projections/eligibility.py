@@ -166,6 +166,16 @@ def decide_tracker_code(state: ConfigState, code: str) -> Decision:
     return decide_tracker(state, next(iter(ids)))
 
 
+def publisher_reason(state: ConfigState, tenant: str, publisher_id: int) -> str:
+    """Why a publisher's own impressions (the batch API, with its token) are not counted: ""
+    when it is an active publisher of ``tenant``; a deleted, missing or other tenant's one is
+    PUBLISHER_DELETED (its token outlived it), an inactive one PUBLISHER_INACTIVE."""
+    publisher = state.objects["publisher"].get(publisher_id)
+    if publisher is None or publisher.tenant != tenant:
+        return PUBLISHER_DELETED
+    return _linked_reason(state, "publisher", publisher_id, PUBLISHER_DELETED, PUBLISHER_INACTIVE)
+
+
 def _linked_reason(
     state: ConfigState, kind: str, object_id: int, deleted: str, inactive: str
 ) -> str:
