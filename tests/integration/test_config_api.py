@@ -20,6 +20,7 @@ from tracker.config.writer import CONFIG_WRITER
 from tracker.eventstore import keys
 from tracker.eventstore.store import EventStore
 from tracker.http.app import create_app
+from tracker.settings import SettingsError
 
 Client = TestClient[Any, Any]
 
@@ -470,19 +471,26 @@ async def test_token_cli_create_list_revoke(
 
     from tracker.config import token_cli
 
+    admin = await make_token(store, tenant="t9")
+    publisher = await ok(await api.post("/publishers", json={"name": "P"}, headers=admin), 201)
+    role = f"publisher:{publisher['id']}"
     await token_cli.run(
-        store,
-        argparse.Namespace(token_command="create", tenant="t9", role="publisher:4", name="ci"),
+        store, argparse.Namespace(token_command="create", tenant="t9", role=role, name="ci")
     )
-    bearer = capsys.readouterr().out.strip()
+    bearer = capsys.readouterr().out.strip().splitlines()[-1]  # after any log line
     assert bearer.startswith("trk_")
     assert bearer not in str(await store.read(keys.CONFIG))  # only the hash is stored
     h = {"Authorization": f"Bearer {bearer}"}
     assert (await api.get("/publishers", headers=h)).status == 200
     await token_cli.run(store, argparse.Namespace(token_command="list", tenant="t9"))
-    [line] = [ln for ln in capsys.readouterr().out.splitlines() if "  t9  " in ln]
+    [line] = [ln for ln in capsys.readouterr().out.splitlines() if f"  t9  {role}  " in ln]
     token_id = line.split()[0]
-    assert line.split()[1:5] == ["t9", "publisher:4", "active", line.split()[4]]
+    assert line.split()[1:5] == ["t9", role, "active", line.split()[4]]
+    for scope in (f"publisher:{publisher['id'] + 1000}", "advertiser:1"):  # none such in t9
+        with pytest.raises(SettingsError, match="has no"):
+            await token_cli.run(
+                store, argparse.Namespace(token_command="create", tenant="t9", role=scope, name="")
+            )
     assert bearer.startswith(f"trk_{token_id}_")
     await token_cli.run(store, argparse.Namespace(token_command="revoke", id=token_id))
     assert (await api.get("/publishers", headers=h)).status == 401
@@ -521,7 +529,7 @@ def test_token_cli_end_to_end(redis_url: str) -> None:
     env = {**os.environ, "REDIS_URL": redis_url, "TRACKER_LOG_LEVEL": "warning"}
     cmd = [sys.executable, "-m", "tracker", "token"]
     made = subprocess.run(
-        [*cmd, "create", "--tenant", "cli-t", "--role", "advertiser:3"],
+        [*cmd, "create", "--tenant", "cli-t", "--role", "admin"],
         env=env,
         capture_output=True,
         text=True,
@@ -533,7 +541,7 @@ def test_token_cli_end_to_end(redis_url: str) -> None:
     listed = subprocess.run(
         [*cmd, "list", "--tenant", "cli-t"], env=env, capture_output=True, text=True, check=True
     )
-    assert f"{token_id}  cli-t  advertiser:3  active" in listed.stdout
+    assert f"{token_id}  cli-t  admin  active" in listed.stdout
     assert bearer not in listed.stdout
     revoked = subprocess.run(
         [*cmd, "revoke", token_id], env=env, capture_output=True, text=True, check=True
@@ -548,3 +556,11 @@ def test_token_cli_end_to_end(redis_url: str) -> None:
         [*cmd, "revoke", "feedfeedfeedfeed"], env=env, capture_output=True, text=True
     )
     assert missing.returncode == 2
+    nobody = subprocess.run(
+        [*cmd, "create", "--tenant", "cli-t", "--role", "advertiser:3"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (nobody.returncode, nobody.stdout) == (2, "")  # no token printed
+    assert "has no advertiser 3" in nobody.stderr

@@ -52,6 +52,15 @@ async def run(store: EventStore, args: argparse.Namespace) -> None:
     writer = ConfigWriter(store.client)
     if args.token_command == "create":
         role, scope_id = auth.parse_role(args.role)
+        if scope_id is not None:  # a token for an object that is not there would see nothing
+            live = LiveConfig(store)
+            await live.load()
+            scoped = live.state.get(role, scope_id)
+            if scoped is None or scoped.tenant != args.tenant or _deleted(scoped):
+                raise SettingsError(
+                    f"--role {args.role}: tenant {args.tenant!r} has no {role} {scope_id} "
+                    "(create it first, with an admin token)"
+                )
         token_id, digest, bearer = auth.mint()
         now = datetime.now(UTC)
         token = model.Token(
@@ -86,3 +95,7 @@ async def run(store: EventStore, args: argparse.Namespace) -> None:
         return
     await writer.save(model.TOKEN, msgspec.structs.replace(found, state="revoked"), actor="cli")
     print(f"token {args.id} revoked")
+
+
+def _deleted(obj: object) -> bool:
+    return "deleted" in (getattr(obj, "state", None), getattr(obj, "status", None))
