@@ -17,9 +17,10 @@ from collections.abc import Callable
 import uuid_utils
 
 IMPRESSION_ID_LENGTH = 44
-# RFC 3986's reserved characters and "%": escaped, they mean something else than typed
-# (``%26`` in a value is not a parameter separator), so ``signing_form`` keeps their escapes
-_DELIMITERS = frozenset(":/?#[]@!$&'()*+,;=%")
+# RFC 3986's reserved characters, "%" and "\\" (browsers read it as "/" in http(s) URLs):
+# escaped, they mean something else than typed (``%26`` in a value is not a parameter
+# separator, ``%5C@`` is no host boundary), so ``signing_form`` keeps their escapes
+_DELIMITERS = frozenset(":/?#[]@!$&'()*+,;=%\\")
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _TAG_HEX = 12
 _ROUTE_SLICE = slice(20, 32)  # the low 48 random bits of the uuid7 body

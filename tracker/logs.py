@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -16,11 +17,14 @@ _LEVELS["error"] = logging.ERROR
 
 
 def _dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
-    return msgspec.json.encode(obj, enc_hook=default)
+    try:
+        return msgspec.json.encode(obj, enc_hook=default)
+    except (msgspec.EncodeError, UnicodeEncodeError):  # a lone surrogate (undecodable bytes)
+        return json.dumps(obj, default=default or repr).encode()  # escapes it: \udcxx
 
 
 def _dumps_text(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
-    return msgspec.json.encode(obj, enc_hook=default).decode()
+    return _dumps(obj, default).decode()
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
@@ -65,4 +69,4 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+    root.setLevel(max(logging.WARNING, _LEVELS[level]))  # libraries' info is not ours to log

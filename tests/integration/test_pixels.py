@@ -299,7 +299,7 @@ async def test_a_hit_without_consent_sets_no_cookie_and_truncates_ip(
     url = f"/imp?aid={s['aff']}&oid={s['offer']}&{query}"
     r = await api.get(url, headers=CIMultiDict({**BROWSER}, **headers))
     assert r.status == 200
-    assert not [c for c in r.headers.getall("Set-Cookie", []) if not c.endswith("Max-Age=0")]
+    assert not [c for c in r.headers.getall("Set-Cookie", []) if "Max-Age=0" not in c]
     event = await only(store)
     assert (event.visitor_id, event.ip) == ("", "127.0.0.0")
     assert event.consent == (DENIED if DENIED in query else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from tests.integration.config_support import api_fixture, make_token, ok  # noqa
 from tracker.config import auth
 from tracker.config.live import LIVE_CONFIG, ConfigUnavailable
 from tracker.events import ImpressionSeen
+from tracker.eventstore.keys import key_route
 from tracker.eventstore.store import EventStore
 from tracker.http import record
 
@@ -90,8 +92,15 @@ async def test_a_publishers_idempotency_keys_are_its_own(api: Client, store: Eve
     seven = await make_token(store, role="publisher:7")
     eight = await make_token(store, role="publisher:8")
     admin = await make_token(store)
-    first = {"impressions": [item(7, idempotency_key="k1")]}
-    second = {"impressions": [item(8, idempotency_key="k1")]}
+    n = store.partition_count
+    # a key whose admin spelling below lands in its partition (keys are looked up per partition)
+    k = next(
+        k
+        for k in (hashlib.sha1(b"%d" % i).hexdigest()[: 8 + i % 9] for i in range(1000))
+        if key_route("958", k, n) == key_route("958", f"publisher:7:{k}", n)
+    )
+    first = {"impressions": [item(7, idempotency_key=k)]}
+    second = {"impressions": [item(8, idempotency_key=k)]}
 
     async def send(body: dict[str, Any], headers: dict[str, str]) -> tuple[int, int]:
         answer = await ok(await api.post(PATH, json=body, headers=headers))
@@ -101,8 +110,10 @@ async def test_a_publishers_idempotency_keys_are_its_own(api: Client, store: Eve
     assert await send(second, eight) == (1, 0)
     assert await send(first, seven) == (0, 1)  # its own retry is still a repeat
     assert await send(first, admin) == (1, 0)  # an admin's keys are the tenant's
+    spelled = {"impressions": [item(9, idempotency_key=f"publisher:7:{k}")]}
+    assert await send(spelled, admin) == (1, 0)  # no admin key spells a publisher's
     stored = sorted((e.publisher_id, e.member_id) for e in await logged(store))
-    assert stored == [("", "m_7"), ("7", "m_7"), ("8", "m_8")]
+    assert stored == [("", "m_7"), ("", "m_9"), ("7", "m_7"), ("8", "m_8")]
 
 
 async def test_a_publishers_impressions_count_only_while_it_is_active(

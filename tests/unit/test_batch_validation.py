@@ -194,6 +194,12 @@ def test_far_future_naive_and_odd_timestamps_are_errors() -> None:
         "20260115T1030.5Z",
         "2026-01-15T10:30:00Z\u0000garbage",  # CPython stopped reading at the NUL
         "2026-01-15T10:30:00\u0000+05:00",
+        "2026-01-15T10:30:00+05.5",  # a fraction of an offset hour: read as +05:00:00.5
+        "2026-01-15T10:30:00+05:30.5",
+        "2026-01-15T10:30:00-0330.5",
+        "2026-01-15T10:30:00+05:30:15",  # an offset with seconds: not ISO 8601
+        "2026-01-15T10:30:00 +02:00",
+        "2026-01-15T10:30:00.Z",
     ],
 )
 def test_a_timestamp_python_would_misread_is_an_error(stamp: str) -> None:

@@ -86,3 +86,11 @@ def test_a_redirect_signature_covers_escapes_of_plain_characters_not_of_delimite
     assert not ids.verify_redirect("t1", "https://p.example/caf\u00e9 {x}?q=a&b", sig)
     assert not ids.verify_redirect("t2", "https://p.example/caf\u00e9 {x}?q=a%26b", sig)
     assert signing_form("https://p.example/%ff%41") == "https://p.example/%ffA"  # not UTF-8: kept
+
+
+def test_an_escaped_backslash_stays_distinct_from_a_backslash() -> None:
+    # browsers read "\\" as "/": "evil.example\\@shop.example" goes to evil.example, while
+    # "evil.example%5C@shop.example" is a user name at shop.example
+    ids = ImpressionIds(b"k" * 32)
+    sig = ids.sign_redirect("t1", "https://evil.example%5C@www.shop.example/")
+    assert not ids.verify_redirect("t1", "https://evil.example\\@www.shop.example/", sig)

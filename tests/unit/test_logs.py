@@ -16,6 +16,8 @@ try:
 except ZeroDivisionError:
     logging.getLogger("aiohttp.server").exception("Unhandled exception")
 logging.getLogger("asyncio").warning("slow %s", "callback")
+lone = b"\\xff".decode("utf-8", "surrogateescape")
+logging.getLogger("aiohttp.server").warning("bad header %s", lone)
 logging.getLogger("asyncio").info("below the stdlib level: not written")
 """
 
@@ -31,6 +33,7 @@ def test_a_librarys_traceback_is_one_json_line() -> None:
     assert [(r["logger"], r["level"], r["event"]) for r in records] == [
         ("aiohttp.server", "error", "Unhandled exception"),
         ("asyncio", "warning", "slow callback"),
+        ("aiohttp.server", "warning", "bad header \udcff"),  # a lone surrogate: not lost
     ]
     [exception] = records[0]["exception"]
     assert exception["exc_type"] == "ZeroDivisionError"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tracker.http.ingest import redirect_allowed
+from tracker.http.pixel import is_safe_location
 
 DOMAIN = (".shop.example",)
 EXACT = ("shop.example",)
@@ -76,3 +77,8 @@ def test_any_entry_of_several_allows_and_none_refuses() -> None:
 def test_a_host_with_a_percent_escape_is_refused() -> None:
     # yarl keeps the escape in the host, and the escaped "@" would pass for a subdomain
     assert not redirect_allowed("https://evil.example%40www.shop.example/", (".shop.example",))
+
+
+def test_a_target_with_a_backslash_is_no_safe_location() -> None:
+    assert not is_safe_location("https://evil.example\\@www.shop.example/")
+    assert is_safe_location("https://www.shop.example/a%5Cb")

@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from operator import attrgetter
 from typing import Annotated, Any, Final
 
@@ -152,7 +153,7 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     value = value.upper()
     # CPython's reader stops at a NUL and reads any decimal fraction as seconds' ("T10.5" would be
     # 10:00:00.5, not 10:30): only ISO 8601's characters, and a fraction of seconds only
-    if _NOT_TIME_CHARS.search(value) or _FRACTION_NOT_OF_SECONDS.search(value):
+    if _NOT_TIME_CHARS.search(value) or _odd_form(value):
         return NOT_A_TIME
     value, leap = _LEAP_SECOND.subn(r"\g<1>59", value, count=1)
     try:
@@ -180,7 +181,23 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
 
 
 _NOT_TIME_CHARS: Final = re.compile(r"[^0-9TWZ:.,+\- ]")
-_FRACTION_NOT_OF_SECONDS: Final = re.compile(r"[T ]\d\d(?::?\d\d)?[.,]")
+# a fraction of an hour or a minute; a decimal sign without digits; a blank before the zone
+_ODD_TIME: Final = re.compile(r"[T ]\d\d(?::?\d\d)?[.,]|[.,](?!\d)| [+\-Z]")
+_OFFSET: Final = re.compile(r"[+\-]\d\d(?::?\d\d)?")  # ±hh, ±hhmm, ±hh:mm: no fraction, no seconds
+
+
+def _odd_form(value: str) -> bool:
+    """Forms CPython's ``fromisoformat`` reads but not as ISO 8601 means them (a fraction taken
+    as seconds': ``T10.5`` would be 10:00:00.5, ``+05.5`` +05:00:00.5) or that ISO 8601 does not
+    have (an offset with seconds, ``.Z``, ``10:30 +02:00``)."""
+    if _ODD_TIME.search(value):
+        return True
+    at = value.find("T")
+    time = value[at + 1 :] if at >= 0 else value.partition(" ")[2]
+    sign = max(time.find("+"), time.find("-"))
+    return sign >= 0 and _OFFSET.fullmatch(time, sign) is None
+
+
 _LEAP_SECOND: Final = re.compile(r"([T ]\d\d:?\d\d:?)60(?=\D|$)")
 # A member name written with an escape ("member\u005fid" is member_id): the count below misses it
 _ESCAPED_NAME: Final = re.compile(rb'"[A-Za-z_]*\\u[0-9A-Fa-f]{4}[^"]*"\s*:')
@@ -323,7 +340,8 @@ def _lenient(body: bytes, now: datetime) -> Rejected:
         return _reject(INVALID_JSON, TOO_DEEP)
     if not isinstance(doc, dict):
         return _reject(VALIDATION_FAILED, "invalid body", [FieldError("$", "expected an object")])
-    errors = [FieldError(f"$.{name}", "unknown field") for name in doc if name != "impressions"]
+    unknown = (name for name in doc if name != "impressions")
+    errors = [FieldError(f"$.{name}", "unknown field") for name in islice(unknown, MAX_ERRORS + 1)]
     items = doc.get("impressions")
     if "impressions" not in doc:
         errors.append(FieldError("$.impressions", "required"))

@@ -69,13 +69,14 @@ def js_answer(headers: Mapping[str, str] | None = None) -> PixelAnswer:
 
 
 def is_safe_location(url: str) -> bool:
-    """An absolute http(s) URL of ASCII without spaces or controls: safe in a Location header.
+    """An absolute http(s) URL of ASCII without spaces, controls or backslashes: safe in a
+    Location header.
 
     This is not the allow-list check (the handler does that); it only keeps a malformed target
     from reaching the response (header injection, ``javascript:`` or scheme-relative targets).
     """
-    if not url.isascii() or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        return False
+    if not url.isascii() or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url) or "\\" in url:
+        return False  # a backslash: browsers read it as "/", other parsers do not
     scheme, sep, rest = url.partition("://")
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest) and rest[0] != "/"
 

@@ -114,7 +114,8 @@ async def post_record(request: web.Request) -> web.Response:
     mint = ids.mint
     # keys are a publisher's own (another publisher cannot know them, nor learn them by a skip);
     # an admin's are the tenant's
-    scope = f"batch:{tenant}:publisher:{publisher_id}:" if publisher_id else f"batch:{tenant}:"
+    # (NUL: no tenant has it, so no admin's key can spell a publisher's scope)
+    scope = f"batch:{tenant}\x00publisher:{publisher_id}:" if publisher_id else f"batch:{tenant}:"
     with gc_paused():
         for item in result:
             key = item.idempotency_key
