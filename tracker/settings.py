@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final, TypeVar
@@ -76,15 +75,12 @@ def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: 
     try:
         return parse(raw)
     except ValueError as exc:
-        if name in _SECRET_NAMES:
-            shown = "(its value not shown)"
-        else:  # a URL's password neither
-            shown = "=" + repr(_PASSWORD.sub(r"\1***@", raw))
+        # a URL may hold a password anywhere (user:pw@, ?password=): such values are not shown
+        shown = " (its value not shown)" if name in _SECRET_NAMES else f"={raw!r}"
         raise SettingsError(f"{name}{shown}: {exc}") from None
 
 
-_SECRET_NAMES: Final = frozenset({"TRACKER_SECRET_KEY"})  # never echoed into a log
-_PASSWORD: Final = re.compile(r"(//[^/@:]*:)[^/@]*@")  # a URL's user:password@
+_SECRET_NAMES: Final = frozenset({"TRACKER_SECRET_KEY", "REDIS_URL"})  # never echoed into a log
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:

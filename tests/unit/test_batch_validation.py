@@ -200,6 +200,12 @@ def test_far_future_naive_and_odd_timestamps_are_errors() -> None:
         "2026-01-15T10:30:00+05:30:15",  # an offset with seconds: not ISO 8601
         "2026-01-15T10:30:00 +02:00",
         "2026-01-15T10:30:00.Z",
+        "2026-01-15-10:30:00+05.5",  # any separator passed CPython's reader
+        "2026-01-15-10.5Z",
+        "2026-01-15:10:30:00+05:30:15",
+        "2026-01-15+02:00Z",
+        "2026-01-15T10:30:00+05:60",  # read as +06:00
+        "2026-01-15T10:30:00+05:99",
     ],
 )
 def test_a_timestamp_python_would_misread_is_an_error(stamp: str) -> None:

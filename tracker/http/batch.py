@@ -151,9 +151,7 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     # RFC 3339 allows a lower-case "t" / "z"; a leap second (23:59:60 UTC, in any offset) is
     # read, as POSIX time has it, as the start of the next second
     value = value.upper()
-    # CPython's reader stops at a NUL and reads any decimal fraction as seconds' ("T10.5" would be
-    # 10:00:00.5, not 10:30): only ISO 8601's characters, and a fraction of seconds only
-    if _NOT_TIME_CHARS.search(value) or _odd_form(value):
+    if not _ISO_FORM.fullmatch(value):  # before CPython's reader, which misreads some forms
         return NOT_A_TIME
     value, leap = _LEAP_SECOND.subn(r"\g<1>59", value, count=1)
     try:
@@ -180,22 +178,16 @@ def _timestamp(value: str, now: datetime) -> datetime | str:
     return utc
 
 
-_NOT_TIME_CHARS: Final = re.compile(r"[^0-9TWZ:.,+\- ]")
-# a fraction of an hour or a minute; a decimal sign without digits; a blank before the zone
-_ODD_TIME: Final = re.compile(r"[T ]\d\d(?::?\d\d)?[.,]|[.,](?!\d)| [+\-Z]")
-_OFFSET: Final = re.compile(r"[+\-]\d\d(?::?\d\d)?")  # ±hh, ±hhmm, ±hh:mm: no fraction, no seconds
-
-
-def _odd_form(value: str) -> bool:
-    """Forms CPython's ``fromisoformat`` reads but not as ISO 8601 means them (a fraction taken
-    as seconds': ``T10.5`` would be 10:00:00.5, ``+05.5`` +05:00:00.5) or that ISO 8601 does not
-    have (an offset with seconds, ``.Z``, ``10:30 +02:00``)."""
-    if _ODD_TIME.search(value):
-        return True
-    at = value.find("T")
-    time = value[at + 1 :] if at >= 0 else value.partition(" ")[2]
-    sign = max(time.find("+"), time.find("-"))
-    return sign >= 0 and _OFFSET.fullmatch(time, sign) is None
+# The ISO 8601 forms read (after upper-casing): a calendar or week date, extended or basic; "T"
+# or a blank; hh[:mm[:ss[.fraction]]] (a fraction of seconds only); Z or ±hh[[:]mm], minutes
+# below 60. CPython's fromisoformat reads more, and some of it wrongly: any character between
+# date and time, any fraction as seconds' ("T10.5" would be 10:00:00.5, "+05.5" +05:00:00.5),
+# an offset with seconds, minutes over 59 (+05:99), a NUL ending the string.
+_ISO_FORM: Final = re.compile(
+    r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}|[0-9]{4}-W[0-9]{2}-[0-9]|[0-9]{4}W[0-9]{3})"
+    r"[T ][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?"
+    r"(?:Z|[+\-][0-9]{2}(?::?[0-5][0-9])?)?"
+)
 
 
 _LEAP_SECOND: Final = re.compile(r"([T ]\d\d:?\d\d:?)60(?=\D|$)")
