@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import io
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -255,6 +257,22 @@ async def test_a_body_in_an_encoding_that_cannot_be_read_gets_a_json_4xx(
             assert (name in offered) == getattr(compression_utils, flag)
         assert encoding not in offered
     assert await logged(store) == []
+
+
+async def test_an_unreadable_gzip_body_is_no_error_in_the_log(
+    api: Client, store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # any client can send one: aiohttp logged it at error with a traceback ("Unhandled
+    # exception", while it drained the rest of the body), one per request
+    h = await make_token(store)
+    headers = {**h, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    # a gzip stream that breaks after its first bytes, with a long tail
+    body = gzip.compress(b'{"impressions": []}' + b" " * 200_000)[:30] + b"garbage" * 20_000
+    with caplog.at_level(logging.INFO):
+        response = await api.post(PATH, data=body, headers=headers)
+        assert response.status == 400
+        await asyncio.sleep(0.1)  # the rest of the body is drained after the answer
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_a_batch_that_redis_does_not_answer_in_time_gets_503_and_its_retry_lands_once(

@@ -31,7 +31,7 @@ import msgspec
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, ContentEncodingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from tracker.http.access_log import AccessLog
@@ -548,6 +548,16 @@ class JsonErrorHandler(RequestHandler):
             self._answered += 1
             if self._eof_timer is not None:  # answers are coming: the deadline moves on
                 self._arm_eof_timer()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs an error with its traceback when the rest of a body it drains after the
+        answer cannot be decoded (a broken gzip stream): the client's mistake, answered already
+        (400 ``invalid_body``), that any client could repeat to flood the log. One info line."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError | ContentEncodingError):
+            logger.info("request_body_unreadable", error=str(exc.__cause__ or exc))
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(
         self,
