@@ -149,6 +149,26 @@ async def test_a_publishers_impressions_count_only_while_it_is_active(
     }
 
 
+async def test_a_publisher_batch_redis_cannot_answer_is_the_batch_apis_503(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the publisher's state is read from a synced copy: its failure answers as the append's
+    admin = await make_token(store)
+    publisher = await ok(await api.post("/publishers", json={"name": "P"}, headers=admin), 201)
+    h = await make_token(store, role=f"publisher:{publisher['id']}")
+    live = api.app[LIVE_CONFIG]
+    await live.sync()  # the token is known here
+
+    async def unavailable(*_: Any) -> Any:
+        raise ConfigUnavailable("Redis did not answer within 5 s")
+
+    monkeypatch.setattr(live, "sync", unavailable)
+    r = await api.post(PATH, json={"impressions": [item(1)]}, headers=h)
+    assert (r.status, r.headers.get("Retry-After")) == (503, "1")
+    assert (await r.json())["error"]["code"] == "unavailable"
+    assert await logged(store) == []
+
+
 async def test_a_token_check_redis_cannot_answer_gets_503_with_retry_after(
     api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,13 +11,14 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from tracker.config.live import LIVE_CONFIG, ConfigUnavailable
 from tracker.events import ImpressionSeen, Verdict
 from tracker.eventstore.keys import key_route
 from tracker.eventstore.store import AppendUncertain
 from tracker.gcpause import gc_paused
 from tracker.http.app_keys import STORE
 from tracker.http.batch import MAX_BODY_BYTES, Rejected, check_headers, validate
-from tracker.http.config_common import authenticate, synced
+from tracker.http.config_common import authenticate
 from tracker.http.errors import ApiError, error_response
 from tracker.http.ingest import IMPRESSION_IDS
 from tracker.ids import new_event_id
@@ -108,7 +109,11 @@ async def post_record(request: web.Request) -> web.Response:
     # recorded either way (the publisher served them), counted only for an active publisher
     reason = ""
     if principal.role == "publisher" and principal.scope_id is not None:
-        reason = publisher_reason(await synced(request), tenant, principal.scope_id)
+        try:  # the publisher may have been created a moment ago, through another process
+            state = await request.app[LIVE_CONFIG].sync()
+        except ConfigUnavailable as exc:
+            return _unavailable(str(exc), len(result))
+        reason = publisher_reason(state, tenant, principal.scope_id)
     verdict: Verdict = "not_counted" if reason else "counted"
     items: list[tuple[ImpressionSeen, str | None]] = []
     mint = ids.mint
@@ -137,19 +142,23 @@ async def post_record(request: web.Request) -> web.Response:
     try:
         results = await asyncio.wait_for(store.append_many(items), BATCH_DEADLINE_S)
     except (AppendUncertain, RedisError, OSError) as exc:  # OSError: wait_for's TimeoutError too
-        error = str(exc) or type(exc).__name__  # a TimeoutError has no message
-        logger.warning("batch_unavailable", error=error, impressions=len(items))
-        response = error_response(
-            503,
-            "unavailable",
-            "the event store is unavailable; retry with the same idempotency keys (items "
-            "without a key may have been recorded already)",
-        )
-        response.headers["Retry-After"] = "1"
-        return response
+        return _unavailable(str(exc) or type(exc).__name__, len(items))  # TimeoutError: no text
     skipped = sum(r.duplicate for r in results)
     structlog.contextvars.bind_contextvars(tenant=tenant, recorded=len(results) - skipped)
     return web.json_response({"recorded": len(results) - skipped, "skipped": skipped})
+
+
+def _unavailable(error: str, impressions: int) -> web.Response:
+    """503 + Retry-After: Redis did not answer (in time); a retry with the same keys is safe."""
+    logger.warning("batch_unavailable", error=error, impressions=impressions)
+    response = error_response(
+        503,
+        "unavailable",
+        "the event store is unavailable; retry with the same idempotency keys (items "
+        "without a key may have been recorded already)",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def setup_record(app: web.Application) -> None:
