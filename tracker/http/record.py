@@ -117,9 +117,8 @@ async def post_record(request: web.Request) -> web.Response:
     verdict: Verdict = "not_counted" if reason else "counted"
     items: list[tuple[ImpressionSeen, str | None]] = []
     mint = ids.mint
-    # keys are a publisher's own (another publisher cannot know them, nor learn them by a skip);
-    # an admin's are the tenant's
-    # (NUL: no tenant has it, so no admin's key can spell a publisher's scope)
+    # keys are a publisher's own (another publisher cannot know them, nor learn them by a skip),
+    # an admin's the tenant's; no tenant name has a NUL, so no admin key spells a publisher's
     scope = f"batch:{tenant}\x00publisher:{publisher_id}:" if publisher_id else f"batch:{tenant}:"
     with gc_paused():
         for item in result:
