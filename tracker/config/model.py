@@ -23,6 +23,13 @@ TOKEN: Final = "token"
 
 DELETED: Final = "deleted"
 
+
+def is_deleted(obj: object) -> bool:
+    """A configuration object deleted (``state`` or ``status`` ``deleted``: kinds name it
+    either way)."""
+    return DELETED in (getattr(obj, "state", None), getattr(obj, "status", None))
+
+
 State = Literal["active", "inactive", "deleted"]
 OfferStatus = Literal["active", "paused", "stopped", "deleted"]
 AffiliateStatus = Literal["active", "inactive", "suspended", "deleted"]

@@ -56,7 +56,7 @@ async def run(store: EventStore, args: argparse.Namespace) -> None:
             live = LiveConfig(store)
             await live.load()
             scoped = live.state.get(role, scope_id)
-            if scoped is None or scoped.tenant != args.tenant or _deleted(scoped):
+            if scoped is None or scoped.tenant != args.tenant or model.is_deleted(scoped):
                 raise SettingsError(
                     f"--role {args.role}: tenant {args.tenant!r} has no {role} {scope_id} "
                     "(create it first, with an admin token)"
@@ -95,7 +95,3 @@ async def run(store: EventStore, args: argparse.Namespace) -> None:
         return
     await writer.save(model.TOKEN, msgspec.structs.replace(found, state="revoked"), actor="cli")
     print(f"token {args.id} revoked")
-
-
-def _deleted(obj: object) -> bool:
-    return "deleted" in (getattr(obj, "state", None), getattr(obj, "status", None))

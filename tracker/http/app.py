@@ -16,7 +16,7 @@ from tracker.config.live import LIVE_CONFIG
 from tracker.eventstore.store import EventStore
 from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_setup import setup_config
-from tracker.http.errors import ApiError, error_code, error_response
+from tracker.http.errors import RETRY_AFTER, ApiError, error_code, error_response
 from tracker.http.impressions import setup_impressions
 from tracker.http.imptracker import is_xandr_path, xandr_error
 from tracker.http.ingest import setup_ingest
@@ -57,7 +57,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except RedisError as exc:
         logger.error("redis_error", error=str(exc), path=request.path)
         response = error_response(503, "unavailable", "the event store is unavailable; retry")
-        response.headers["Retry-After"] = "1"
+        response.headers.update(RETRY_AFTER)
     except Exception:  # a bug: log it with its traceback, answer JSON, keep serving
         logger.exception("request_failed", method=request.method, path=request.path)
         response = error_response(500, "internal_error", "an internal error; it was logged")

@@ -10,11 +10,11 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from tracker.config import auth
+from tracker.config import auth, model
 from tracker.config.auth import Principal
 from tracker.config.live import LIVE_CONFIG, ConfigUnavailable
 from tracker.config.writer import CONFIG_WRITER, NameTaken, VersionConflict, WriteUncertain
-from tracker.http.errors import ApiError
+from tracker.http.errors import RETRY_AFTER, ApiError
 from tracker.projections.config import ConfigState
 
 logger = structlog.get_logger()
@@ -51,9 +51,6 @@ def require_admin(principal: Principal) -> None:
         raise ApiError(403, "forbidden", f"the {principal.role} role may not change configuration")
 
 
-RETRY_AFTER: Final = {"Retry-After": "1"}
-
-
 async def synced(request: web.Request) -> ConfigState:
     """The in-process configuration, caught up with everything written so far (any process)."""
     try:
@@ -66,19 +63,13 @@ def visible(state: ConfigState, principal: Principal, kind: str, object_id: int)
     """The object, for this principal: 404 when missing, deleted or another tenant's (no
     existence oracle across tenants); 403 when it is outside a scoped role."""
     obj = state.get(kind, object_id)
-    if obj is None or obj.tenant != principal.tenant or _is_deleted(obj):
+    if obj is None or obj.tenant != principal.tenant or model.is_deleted(obj):
         raise ApiError(404, "not_found", f"no {kind} {object_id}")
     if not auth.can_read(principal, kind, obj):
         raise ApiError(
             403, "forbidden", f"the {principal.role} role may not see {kind} {object_id}"
         )
     return obj
-
-
-def _is_deleted(obj: Any) -> bool:
-    return bool(
-        getattr(obj, "state", None) == "deleted" or getattr(obj, "status", None) == "deleted"
-    )
 
 
 async def save(

@@ -29,6 +29,10 @@ def error_code(status: int) -> str:
     return HTTP_CODES.get(status) or ("internal_error" if status >= 500 else "http_error")
 
 
+# A 503's hint: Redis should answer again soon, and a retry (with the same keys) is safe
+RETRY_AFTER: Final = {"Retry-After": "1"}
+
+
 def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message, **extra}
     return web.json_response({"error": body}, status=status)

@@ -32,7 +32,7 @@ from tracker.eventstore.spool import SpoolRecord, SpoolWriter, drain, spool_dir,
 from tracker.eventstore.store import AppendResult, AppendUncertain, Claim, EventStore, as_str
 from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_common import authenticate, require_admin
-from tracker.http.errors import ApiError
+from tracker.http.errors import RETRY_AFTER, ApiError
 from tracker.http.pixel import (
     IMPRESSION_ID_HEADER,
     NO_CACHE_HEADERS,
@@ -334,7 +334,7 @@ class Pixels:
         reason = DUPLICATE_IMP_ID if verdict != event.verdict else event.reason
         if status != 200:  # neither Redis nor the spool took it: say so, keep the page whole
             # (the image or script all the same, uncacheable; no id or cookie: nothing was stored)
-            answer = pixel_answer(hit.javascript, {"Retry-After": "1"})._replace(status=status)
+            answer = pixel_answer(hit.javascript, RETRY_AFTER)._replace(status=status)
             return Recorded(answer, impression_id, verdict, reason, hit.tenant)
         extra = {IMPRESSION_ID_HEADER: impression_id}
         if hit.redirect:

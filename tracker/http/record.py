@@ -19,7 +19,7 @@ from tracker.gcpause import gc_paused
 from tracker.http.app_keys import STORE
 from tracker.http.batch import MAX_BODY_BYTES, Rejected, check_headers, validate
 from tracker.http.config_common import authenticate
-from tracker.http.errors import ApiError, error_response
+from tracker.http.errors import RETRY_AFTER, ApiError, error_response
 from tracker.http.ingest import IMPRESSION_IDS
 from tracker.ids import new_event_id
 from tracker.projections.eligibility import publisher_reason
@@ -156,7 +156,7 @@ def _unavailable(error: str, impressions: int) -> web.Response:
         "the event store is unavailable; retry with the same idempotency keys (items "
         "without a key may have been recorded already)",
     )
-    response.headers["Retry-After"] = "1"
+    response.headers.update(RETRY_AFTER)
     return response
 
 
