@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
@@ -10,12 +11,20 @@ from typing import Final
 import pytest
 import redis.asyncio as redis
 import uvloop
+from hypothesis import settings
 
 from tests.redis_server import redis_binaries, start_server
 from tracker.eventstore.connection import connect
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.pipe import close_pipe
 from tracker.eventstore.store import EventStore
+
+# Property tests: the same examples on every run ("ci", the default), so a red run can be
+# repeated; HYPOTHESIS_PROFILE=explore searches anew each run, for longer. No example database
+# is written into the tree.
+settings.register_profile("ci", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", max_examples=5_000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Production serves on uvloop (tracker.cli): the lean front end's socket-level tests run on both
 # loops, the rest on asyncio's.
