@@ -114,8 +114,9 @@ class ImpressionIds:
         return hmac.compare_digest(signature.encode(), expected.encode())
 
     def verify(self, impression_id: str) -> bool:
-        if len(impression_id) != IMPRESSION_ID_LENGTH:
-            return False
+        """Whether this key minted ``impression_id``; False (never an error) for any other text."""
+        if len(impression_id) != IMPRESSION_ID_LENGTH or not impression_id.isascii():
+            return False  # compare_digest refuses non-ASCII text
         body, tag = impression_id[:-_TAG_HEX], impression_id[-_TAG_HEX:]
         try:
             int(body, 16)

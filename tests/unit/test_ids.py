@@ -5,6 +5,8 @@ from __future__ import annotations
 import hmac
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from tracker.eventstore.keys import key_route, partition_of
 from tracker.ids import IMPRESSION_ID_LENGTH, ImpressionIds, route_of, signing_form
@@ -41,6 +43,22 @@ def _flip_body(iid: str) -> str:
 )
 def test_broken_ids_do_not_verify(bad: str) -> None:
     assert not IDS.verify(bad)
+
+
+@given(st.text(min_size=IMPRESSION_ID_LENGTH, max_size=IMPRESSION_ID_LENGTH))
+@example("0" * 32 + "é" * 12)
+@example(IDS.mint()[:-1] + "é")
+def test_no_other_text_verifies_and_none_raises(text: str) -> None:
+    """A postback can name anything: judging it never fails, and only minted ids pass."""
+    assert not IDS.verify(text)
+
+
+@given(st.data())
+def test_any_changed_character_breaks_an_id(data: st.DataObject) -> None:
+    iid = IDS.mint()
+    at = data.draw(st.integers(0, IMPRESSION_ID_LENGTH - 1))
+    other = data.draw(st.characters().filter(lambda c: c != iid[at]))
+    assert not IDS.verify(iid[:at] + other + iid[at + 1 :])
 
 
 def test_another_key_does_not_verify() -> None:
