@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracker.http.batch import (
     MAX_BODY_BYTES,
@@ -451,3 +453,57 @@ def test_a_value_that_spells_a_member_name_is_no_repeat() -> None:
     raw = b'{"impressions": [{"member_id": "member_id", "creative_id": "c", "ad_unit_id": "a"}]}'
     [valid] = validate(raw, NOW)  # type: ignore[misc]
     assert valid.member_id == "member_id"
+
+
+# -- properties over generated timestamps (hypothesis) --------------------------------------------
+
+_OFFSETS = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+def _iso(at: datetime, basic: bool, blank: bool, digits: int) -> str:
+    """``at`` in one ISO 8601 form: extended or basic, T or a blank, 0-6 fraction digits,
+    Z for UTC or the offset (with or without its colon)."""
+    date = at.strftime("%Y%m%d" if basic else "%Y-%m-%d")
+    time = at.strftime("%H%M%S" if basic else "%H:%M:%S")
+    if digits:
+        time += "." + f"{at.microsecond:06d}"[:digits]
+    offset = at.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    if minutes == 0:
+        zone = "Z"
+    else:
+        sign, minutes = ("+" if minutes > 0 else "-"), abs(minutes)
+        zone = f"{sign}{minutes // 60:02d}{'' if basic else ':'}{minutes % 60:02d}"
+    return f"{date}{' ' if blank else 'T'}{time}{zone}"
+
+
+@given(
+    at=st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1), timezones=_OFFSETS
+    ),
+    basic=st.booleans(),
+    blank=st.booleans(),
+    digits=st.integers(0, 6),
+)
+def test_any_iso_form_is_the_instant_it_names(
+    at: datetime, basic: bool, blank: bool, digits: int
+) -> None:
+    stamp = _iso(at, basic, blank, digits)
+    kept = at.microsecond - at.microsecond % 10 ** (6 - digits)  # the digits written
+    expected = at.replace(microsecond=kept).astimezone(UTC)
+    result = validate(body(item(timestamp=stamp)), datetime(2200, 1, 1, tzinfo=UTC))
+    assert isinstance(result, list), stamp
+    assert result[0].occurred_at == expected, stamp
+
+
+@given(
+    ahead=st.timedeltas(
+        min_value=timedelta(minutes=5, microseconds=1), max_value=timedelta(days=9)
+    ),
+    zone=_OFFSETS,
+)
+def test_any_time_over_5_minutes_ahead_is_refused(ahead: timedelta, zone: timezone) -> None:
+    stamp = (NOW + ahead).astimezone(zone).isoformat()
+    assert paths(validate(body(item(timestamp=stamp)), NOW)) == [
+        "$.impressions[0].timestamp: more than 5 minutes in the future"
+    ]
