@@ -6,6 +6,8 @@ import base64
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from tracker.http.ingest import PixelRequest, client_ip
@@ -250,3 +252,51 @@ def test_client_ip_never_takes_an_entry_the_client_wrote(
     headers = {"x-forwarded-for": forwarded} if forwarded else {}
     request = PixelRequest("/imp", "", headers, "10.0.0.9", "http")
     assert client_ip(request, hops) == ip
+
+
+# -- properties over generated addresses and signals (hypothesis) ----------------------------------
+
+_SIGNALS = {
+    "opt_out": ({OPT_OUT_COOKIE: "1"}, {}, "", ""),
+    "gdpr_no_consent": ({}, {}, "1", ""),
+    "do_not_track": ({}, {"dnt": "1"}, "", ""),
+    "global_privacy": ({}, {"sec-gpc": "1"}, "", ""),
+}
+
+
+@given(address=st.ip_addresses(), signal=st.sampled_from(sorted(_SIGNALS)))
+def test_any_restriction_stores_only_the_network(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, signal: str
+) -> None:
+    cookies, headers, gdpr, consent = _SIGNALS[signal]
+    got = decide(str(address), gdpr, consent, cookies, headers)
+    assert (got.set_cookie, got.reason) == (False, signal)
+    seen = getattr(address, "ipv4_mapped", None) or address  # ::ffff:a.b.c.d is a.b.c.d
+    prefix = 24 if seen.version == 4 else 48
+    network = ipaddress.ip_network(f"{seen}/{prefix}", strict=False)
+    assert got.store_ip == str(network.network_address)
+    assert visitor(got, {VISITOR_COOKIE: "0" * 32}, https=True)[0] == ""
+
+
+@given(address=st.ip_addresses(v=4))
+def test_an_ipv4_mapped_address_is_stored_as_the_ipv4_it_is(address: ipaddress.IPv4Address) -> None:
+    mapped = f"::ffff:{address}"
+    assert decide(mapped, "", "", {}, {}).store_ip == str(address)
+    assert decide(mapped, "1", "", {}, {}).store_ip == truncate_ip(str(address))
+
+
+@given(address=st.ip_addresses())
+def test_without_a_signal_the_whole_address_is_stored(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    got = decide(str(address), "", "", {}, {})
+    assert got.set_cookie
+    assert ipaddress.ip_address(got.store_ip) == (getattr(address, "ipv4_mapped", None) or address)
+
+
+@given(st.text(), st.text())
+def test_no_consent_string_or_address_makes_the_decision_fail(consent: str, ip: str) -> None:
+    got = decide(ip, "1", consent, {}, {})
+    assert got.consent == consent
+    if got.set_cookie:  # only a TCF v2 string granting purpose 1 allows it
+        assert tcf_purpose_1(consent) is True
