@@ -507,3 +507,38 @@ def test_any_time_over_5_minutes_ahead_is_refused(ahead: timedelta, zone: timezo
     assert paths(validate(body(item(timestamp=stamp)), NOW)) == [
         "$.impressions[0].timestamp: more than 5 minutes in the future"
     ]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_FIELDS = st.sampled_from(
+    ["member_id", "creative_id", "ad_unit_id", "timestamp", "idempotency_key"]
+)
+_ITEMS = st.dictionaries(_FIELDS | st.text(max_size=12), _JSON | st.text(max_size=40), max_size=7)
+
+
+@given(
+    st.lists(_ITEMS | _JSON, max_size=5), st.dictionaries(st.text(max_size=12), _JSON, max_size=2)
+)
+def test_any_json_body_is_validated_or_refused_never_an_error(
+    items: list[object], top: dict[str, object]
+) -> None:
+    """Whatever JSON a client sends, the answer is the recorded items or a 4xx with a reason
+    (the handler turns an exception into a 500)."""
+    result = validate(msgspec.json.encode({**top, "impressions": items}), NOW)
+    if isinstance(result, Rejected):
+        assert 400 <= result.status < 500
+        assert result.code
+    else:
+        assert len(result) == len(items)
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_are_validated_or_refused_never_an_error(raw: bytes) -> None:
+    result = validate(raw, NOW)
+    assert isinstance(result, list) or 400 <= result.status < 500
