@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
 
+import fakeredis
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.factories import T0, configured, conversion, impression
 from tracker.events import AnyEvent
@@ -209,3 +214,70 @@ def test_a_batch_with_thousands_of_hits_on_one_key_splits_its_zadd() -> None:
     assert [len(op.args) for op in zadds] == [2_000, 2_000, 1_000]
     members = [a for op in zadds for a in op.args[1::2]]
     assert sorted(members) == sorted(s.event.impression_id for s in batch)  # type: ignore[union-attr]
+
+
+# -- batch boundaries do not matter (hypothesis; fakeredis applies the ops) ------------------------
+
+_SPLIT_WINDOW_MS = 60_000  # small window and cap, so pruning and capping happen
+_SPLIT_CAP = 3
+
+
+def _apply(r: fakeredis.FakeRedis, ops: list[Op]) -> None:
+    for op in ops:
+        r.execute_command(op.cmd, op.key, *op.args)  # type: ignore[no-untyped-call]
+
+
+def _snapshot(r: fakeredis.FakeRedis) -> dict[str, object]:
+    state: dict[str, object] = {}
+    for raw in r.keys("*"):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        value = r.zrange(key, 0, -1, withscores=True) if r.type(key) == b"zset" else r.get(key)
+        state[key] = (value, r.pexpiretime(key))
+    return state
+
+
+@given(
+    hits=st.lists(
+        st.tuples(
+            st.integers(0, 300_000),  # entry time, ms after the start (sorted below)
+            st.integers(-120_000, 120_000),  # occurred_at relative to it (batch timestamps)
+            st.sampled_from(["t1", "t2"]),
+            st.sampled_from(["", "v1", "v2"]),  # visitor
+            st.sampled_from(["", "m1"]),  # member
+            st.sampled_from(["", "203.0.113.0", "198.51.100.7"]),
+            st.sampled_from(["", "x1", "x2"]),  # external imp id
+            st.sampled_from(["counted", "not_counted"]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    cuts=st.sets(st.integers(1, 29)),
+)
+def test_any_split_into_batches_leaves_the_state_of_one_batch(
+    hits: list[tuple[int, int, str, str, str, str, str, str]], cuts: set[int]
+) -> None:
+    """The runner folds however many events a read returns, and a replay reads other batches
+    than the live run did: the lookup must end the same either way."""
+    fold = ImpressionLookup(window_ms=_SPLIT_WINDOW_MS, cap=_SPLIT_CAP)
+    start_ms = int(time.time() * 1000) + 3_600_000  # deadlines stay ahead of fakeredis's clock
+    batch = []
+    for i, (entry, offset, tenant, vid, member, ip, ext, verdict) in enumerate(sorted(hits)):
+        at = datetime.fromtimestamp((start_ms + entry + offset) / 1000, UTC)
+        event = impression(
+            tenant=tenant,
+            at=at,
+            visitor_id=vid,
+            member_id=member,
+            ip=ip,
+            external_imp_id=ext,
+            verdict=verdict,
+            offer_id="1",
+            reason="" if verdict == "counted" else "duplicate_imp_id",
+        )
+        batch.append(StoredEvent(P, f"{start_ms + entry}-{i}", event))
+    whole, split = fakeredis.FakeRedis(), fakeredis.FakeRedis()
+    _apply(whole, fold.fold(P, batch))
+    bounds = [0, *sorted(c for c in cuts if c < len(batch)), len(batch)]
+    for lo, hi in itertools.pairwise(bounds):
+        _apply(split, fold.fold(P, batch[lo:hi]))
+    assert _snapshot(split) == _snapshot(whole)
