@@ -8,6 +8,7 @@ import fcntl
 import os
 import struct
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -532,3 +533,37 @@ async def test_drained_hits_take_their_claims(store: EventStore, tmp_path: Path)
         second.impression_id: ("counted", ""),  # first of its imp_id
         third.impression_id: ("not_counted", "duplicate_imp_id"),
     }
+
+
+async def test_a_drain_cancelled_while_reading_loses_nothing_for_the_next(
+    tmp_path: Path, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancelled drain closes its fd while its read thread goes on; the next drain's open
+    gets the same fd number. Sharing a file offset, the next drain read nothing and deleted the
+    file (every record lost)."""
+    evs, records = spooled(10)
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many(records)
+    await writer.close()
+    real_read = spool._read_fd
+    first_read_done = threading.Event()
+    delays = iter([0.3, 0.6])  # the orphaned read lands before the next drain reads
+
+    def slow_read(fd: int, path: Path) -> bytes | None:
+        time.sleep(next(delays, 0))  # a slow disk, a descheduled thread
+        try:
+            return real_read(fd, path)
+        finally:
+            first_read_done.set()
+
+    monkeypatch.setattr(spool, "_read_fd", slow_read)
+    cancelled = asyncio.create_task(drain(store, tmp_path))
+    await asyncio.sleep(0.1)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    report = await drain(store, tmp_path)
+    await asyncio.to_thread(first_read_done.wait, 5)
+    assert report.events == 10
+    assert set(await logged_event_ids(store)) == {e.event_id for e in evs}
+    assert os.listdir(tmp_path) == []

@@ -181,8 +181,13 @@ def _read_fd(fd: int, path: Path) -> bytes | None:
         return None
     if opened.st_nlink == 0 or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
         return None
-    with open(fd, "rb", closefd=False) as f:
-        return f.read()
+    # positional reads: a cancelled drain's read thread may still hold this fd number (closed
+    # under it, reused by the next drain's open): a shared file offset would lose the records
+    chunks, at = [], 0
+    while chunk := os.pread(fd, 1 << 20, at):
+        chunks.append(chunk)
+        at += len(chunk)
+    return b"".join(chunks)
 
 
 def _fsync_dir(directory: Path) -> None:
