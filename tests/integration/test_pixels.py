@@ -18,10 +18,12 @@ from tests.integration.config_support import (
     pixel_api_fixture,  # noqa: F401  # fixture
 )
 from tests.unit.test_privacy import DENIED, GRANTED
+from tracker import events
 from tracker.config.live import LIVE_CONFIG
 from tracker.events import ImpressionSeen
+from tracker.eventstore import keys
 from tracker.eventstore.spool import spool_dir, spool_files
-from tracker.eventstore.store import EventStore
+from tracker.eventstore.store import FENCE, AppendUncertain, EventStore
 from tracker.http.app_keys import SETTINGS
 from tracker.http.ingest import IMPRESSION_IDS, PIXELS
 from tracker.http.pixel import JS_BODY, NO_CACHE_HEADERS, TRANSPARENT_GIF
@@ -278,6 +280,54 @@ async def test_a_hit_neither_redis_nor_the_spool_took_is_a_503_pixel_without_id_
         assert r.headers[name] == value
     assert "Set-Cookie" not in r.headers  # nothing was stored: no id, no visitor
     assert "X-Impression-Id" not in r.headers
+
+
+@pytest.mark.parametrize("ran", [True, False, None])
+async def test_an_uncertain_append_the_spool_could_not_take_is_settled_before_answering(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch, ran: bool | None
+) -> None:
+    """Redis took the call but its answer was lost, and the disk is full: a 503 says "nothing
+    stored", so the call is fenced first. Had it run, the hit is in the log: 200. When Redis
+    cannot say (None), 503: the outcome is unknown, and logged."""
+    s = await offer_setup(api, store)
+    calls: list[tuple[str, str, bytes]] = []
+
+    def uncertain(event: ImpressionSeen, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        part = store.partition_of(event)
+        token = keys.group_token(part, f"lost-reply-{len(calls)}")
+        calls.append((part, token, events.encode(event)))
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(AppendUncertain(RedisConnectionError("reset"), part, token))
+        return failed
+
+    async def disk_full(*args: Any, **kwargs: Any) -> None:
+        if ran:  # the call reaches Redis while the pixel tries its spool
+            part, token, payload = calls[-1]
+            await store._append_call(part, [(payload, None, None)], token)
+        raise OSError(28, "No space left on device")
+
+    async def no_answer(token: str) -> bool:
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(store, "submit", uncertain)
+    monkeypatch.setattr(api.app[PIXELS].spool, "write_many", disk_full)
+    if ran is None:
+        monkeypatch.setattr(store, "fence_group", no_answer)
+    r = await api.get(f"/imp?aid={s['aff']}&oid={s['offer']}", headers=BROWSER)
+    part, token, payload = calls[-1]
+    if ran is None:
+        assert r.status == 503
+        assert await store.client.get(token) is None
+        return
+    if ran:
+        assert r.status == 200
+        assert [e.impression_id for e in await logged(store)] == [r.headers["X-Impression-Id"]]
+        return
+    assert r.status == 503
+    assert await store.client.get(token) == FENCE.encode()
+    with pytest.raises(AppendUncertain):  # the call, at last: it finds the fence
+        await store._append_call(part, [(payload, None, None)], token)
+    assert await logged(store) == []
 
 
 @pytest.mark.parametrize(

@@ -472,6 +472,16 @@ class EventStore:
         saved = await self.client.get(group_token)
         return saved is not None and as_str(saved) != FENCE
 
+    async def fence_group(self, group_token: str) -> bool:
+        """Settle an uncertain append call for good: True when it ran (its token holds its
+        result), False when it had not, and now never will (its token is fenced, as the spool
+        drainer fences it). Within GROUP_TOKEN_TTL_S of the call."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(group_token, FENCE, nx=True, ex=FENCE_TTL_S)
+        pipe.get(group_token)
+        _, saved = await pipe.execute()
+        return saved is not None and as_str(saved) != FENCE
+
     def _expire_overdue(self, now: float) -> None:
         """Fail the submits whose deadline passed (see ``submit``)."""
         for token, (part, items) in list(self._sent.items()):

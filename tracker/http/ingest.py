@@ -122,6 +122,7 @@ APPEND_ERRORS: Final = (AppendUncertain, RedisError, OSError)  # the spool takes
 # error, no answer) would otherwise hold every pixel for the socket timeout times the retries
 # (~40 s). A call already sent may still run later: the spool drainer fences it (spool.py).
 PIXEL_DEADLINE_S: Final = 2.0
+FENCE_WAIT_S: Final = 2.0  # settling an uncertain append whose hit the spool could not take
 
 
 class Pixels:
@@ -182,10 +183,24 @@ class Pixels:
         try:
             await self.spool.write_many([record])
         except OSError as spool_error:
+            if token and await self._ran(token) is True:  # landed after all: it is in the log
+                logger.warning("impression_landed_late", impression_id=event.impression_id)
+                return self._answer(pending, 200, event.verdict)
             logger.error("spool_failed", error=str(spool_error), redis_error=str(exc))
             return self._answer(pending, 503, event.verdict)
         logger.warning("impression_spooled", impression_id=event.impression_id, error=str(exc))
         return self._answer(pending, 200, event.verdict)
+
+    async def _ran(self, token: str) -> bool | None:
+        """Whether an uncertain call ran, fencing it when it had not (so a 503 is true: it will
+        never append); None when Redis cannot say within FENCE_WAIT_S (the 503 stays, and the
+        call may still land: Redis hung and the spool failed, two faults at once)."""
+        try:
+            async with asyncio.timeout(FENCE_WAIT_S):
+                return await self.store.fence_group(token)
+        except (RedisError, OSError, TimeoutError) as fence_error:
+            logger.error("append_outcome_unknown", group_token=token, error=str(fence_error))
+            return None
 
     def _imp(self, raw_query: str) -> Hit:
         """Affise pixel / impression link (aid, oid, sub1..sub8, imp_id), or Freshpaint's
