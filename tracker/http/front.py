@@ -54,21 +54,51 @@ SHUTDOWN_GRACE_S: Final = 10.0  # for hits being recorded when the process stops
 _PATHS: Final = frozenset(("/imp", "/imptr"))
 _METHODS: Final = frozenset(("GET", "HEAD"))
 _VERSIONS: Final = frozenset(("HTTP/1.1", "HTTP/1.0"))
-# A request with one of these is not a plain pixel GET: aiohttp handles it.
-_HAND_OFF_HEADERS: Final = frozenset(("transfer-encoding", "upgrade", "expect", "http2-settings"))
+# A request with one of these is not a plain pixel GET: aiohttp handles it. (aiohttp's C parser
+# reads Proxy-Connection as Connection, refuses Sec-WebSocket-Key1, and refuses a Content-Encoding
+# it has no decoder for even without a body.)
+_HAND_OFF_HEADERS: Final = frozenset(
+    (
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "http2-settings",
+        "proxy-connection",
+        "sec-websocket-key1",
+        "content-encoding",
+    )
+)
+# Names aiohttp refuses to see twice (its 400 "Duplicate header"): repeated, aiohttp handles it
+_SINGLE_HEADERS: Final = frozenset(
+    (
+        "content-location",
+        "content-range",
+        "content-type",
+        "etag",
+        "max-forwards",
+        "server",
+        "user-agent",
+    )
+)
+MAX_HEADERS: Final = 126  # header lines; more go to aiohttp (its limit, as its parsers count)
 # The header names _fields looks at, by what it does with them
-_HAND_OFF, _LENGTH, _CONNECTION, _HOST, _LIST, _COOKIES = range(6)
+_HAND_OFF, _LENGTH, _CONNECTION, _HOST, _JOINED, _SINGLE = range(6)
 _SPECIAL: Final = {
     **dict.fromkeys(_HAND_OFF_HEADERS, _HAND_OFF),
+    **dict.fromkeys(_SINGLE_HEADERS, _SINGLE),
     "content-length": _LENGTH,
     "connection": _CONNECTION,
     "host": _HOST,
+    "x-forwarded-for": _JOINED,
+    "cookie": _JOINED,
+}
+_JOINERS: Final = {
     # a proxy may add its own line instead of appending to the client's: all lines count, in
     # order (RFC 9110 5.3), or the client's first line would pass for the proxy's
-    "x-forwarded-for": _LIST,
+    "x-forwarded-for": ", ",
     # HTTP/2 and /3 clients send one field per cookie (RFC 9113 8.2.3): a proxy that does not
     # join them, or a client sending two lines, must not hide the opt-out cookie in the second
-    "cookie": _COOKIES,
+    "cookie": "; ",
 }
 _REASONS: Final = {
     200: "OK",
@@ -103,8 +133,10 @@ def parse_head(raw: bytes) -> Head | None:
     """The request line and headers (without the blank line), or None for anything the lean
     path leaves to aiohttp (which answers it, or refuses it with its own 400): not a pixel path,
     not GET/HEAD, not HTTP/1.x, a body or a framing header, an HTTP/1.1 request without exactly one
-    Host, a line over ``MAX_LINE``, a bare CR or LF or another control character (a tab too, though
-    legal in a value: aiohttp reads those few), a header name
+    Host (or any with two), a header aiohttp refuses twice given twice, HTTP/1.0 with both
+    ``close`` and ``keep-alive``, over ``MAX_HEADERS`` headers, a line over ``MAX_LINE`` bytes,
+    a bare CR or LF or another control character (a tab too, though legal in a value: aiohttp
+    reads those few), a header name
     that is not a token, a folded line, bytes that are not UTF-8 (UTF-8 text in the query is
     fine, in the path not). Strict on purpose: a head both
     parsers would not read alike could smuggle a request past a proxy in front."""
@@ -114,9 +146,12 @@ def parse_head(raw: bytes) -> Head | None:
         return None
     lines = text.split("\r\n")
     # With the CRLFs gone, any CR, LF or other control character left (a tab too) is not
-    # printable: one C pass instead of a regex. Then the longest line.
-    if not "".join(lines).isprintable() or (
-        len(raw) > MAX_LINE and max(map(len, lines)) > MAX_LINE
+    # printable: one C pass instead of a regex. Then the number of lines, and the longest (in
+    # bytes, as aiohttp counts).
+    if (
+        not "".join(lines).isprintable()
+        or len(lines) > MAX_HEADERS + 1
+        or (len(raw) > MAX_LINE and max(map(len, raw.split(b"\r\n"))) > MAX_LINE)
     ):
         return None
     parts = lines[0].split(" ")
@@ -135,7 +170,9 @@ def parse_head(raw: bytes) -> Head | None:
         return None
     headers, tokens, hosts = fields
     http10 = version == "HTTP/1.0"
-    if not http10 and hosts != 1:
+    if hosts > 1 or (not http10 and hosts != 1):  # never two (RFC 9112 3.2)
+        return None
+    if http10 and "close" in tokens and "keep-alive" in tokens:  # aiohttp's parsers disagree
         return None
     keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
     return Head(method, path, query, http10, keep_alive, headers)
@@ -156,17 +193,19 @@ def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
         key = name.lower()
         special = _SPECIAL.get(key)
         if special is not None:  # one lookup for the few names that need a look
-            if special == _HAND_OFF or (special == _LENGTH and value != "0"):
+            if special == _HAND_OFF:
                 return None
-            if special == _CONNECTION:
-                tokens.update(t.strip().lower() for t in value.split(","))
+            if special in (_LENGTH, _SINGLE):
+                if key in headers or (special == _LENGTH and value != "0"):
+                    return None  # a body, or a name aiohttp refuses twice
+            elif special == _CONNECTION:
+                if not value.isascii():  # "\u212aeep-alive".lower() is "keep-alive"
+                    return None
+                tokens.update(t.strip(" \t").lower() for t in value.split(","))
             elif special == _HOST:
                 hosts += 1
-            elif special == _LIST and key in headers:
-                headers[key] = f"{headers[key]}, {value}"
-                continue
-            elif special == _COOKIES and key in headers:
-                headers[key] = f"{headers[key]}; {value}"
+            elif special == _JOINED and key in headers:
+                headers[key] = f"{headers[key]}{_JOINERS[key]}{value}"
                 continue
         if key not in headers:
             headers[key] = value
