@@ -491,6 +491,22 @@ async def test_xandr_redirect_only_to_allowed_hosts(api: Client, store: EventSto
     assert (bad.redirect_refused, bad.verdict) == ("redirect_not_allowed", "counted")
 
 
+@pytest.mark.parametrize(
+    "target", ["https://[::1]@", "https://[]@", "https%3A%2F%2F%5B%3A%3A1%5D%40", "https://x@"]
+)
+async def test_a_target_with_no_host_gets_the_image_and_counts(
+    api: Client, store: EventStore, target: str
+) -> None:
+    """A page can put anything in ``redir``: yarl's IndexError on an empty bracketed host was a
+    500 and a lost impression."""
+    t = await tracker_setup(api, store, redirect_hosts=[".shop.example"])
+    url = URL(f"/imptr?id={t['id']}&redir={target}", encoded=True)  # as a browser sends it
+    r = await api.get(url, headers=BROWSER, allow_redirects=False)
+    assert (r.status, await r.read()) == (200, TRANSPARENT_GIF)
+    event = (await logged(store))[-1]
+    assert (event.verdict, event.redirect_refused) == ("counted", "redirect_not_allowed")
+
+
 async def test_xandr_unknown_and_inactive_trackers(api: Client, store: EventStore) -> None:
     t = await tracker_setup(api, store, state="inactive")
     inactive = await api.get(f"/imptr?id={t['id']}", headers=BROWSER)

@@ -35,6 +35,8 @@ def test_a_dot_entry_allows_the_domain_and_its_subdomains(target: str) -> None:
         "https://www.shop.example@evil.example/",  # userinfo: the host is evil.example
         "https://evil.example/?to=https://www.shop.example/",
         "https://example/",  # the parent of the listed domain
+        "https://[::1]@",  # no host after the userinfo (yarl raised IndexError)
+        "https://[]@/",
     ],
 )
 def test_a_dot_entry_refuses_lookalike_hosts(target: str) -> None:

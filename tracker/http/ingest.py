@@ -438,7 +438,7 @@ def _host_of(url: str) -> str:
         from yarl import URL  # aiohttp's own URL type
 
         host = (URL(url).host or "").lower()
-    except ValueError:
+    except Exception:  # yarl raises more than ValueError ("https://[::1]@": IndexError)
         return ""
     return "" if "%" in host else host
 
