@@ -12,6 +12,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -21,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.factories import IDS, impression
 from tracker import events
+from tracker.actors.runner import ProjectionRunner
 from tracker.events import ImpressionSeen
 from tracker.eventstore import keys, spool
 from tracker.eventstore.spool import (
@@ -41,6 +43,7 @@ from tracker.eventstore.store import (
     EventStore,
 )
 from tracker.ids import new_uuid7_hex, stable_hash
+from tracker.projections.impressions import ImpressionLookup
 
 
 def spooled(n: int) -> tuple[list[ImpressionSeen], list[SpoolRecord]]:
@@ -401,7 +404,7 @@ async def test_drain_skips_events_whose_uncertain_append_landed(
     tmp_path: Path, store: EventStore
 ) -> None:
     landed = impression()
-    lost = impression()
+    lost = impression(at=datetime.now(UTC))  # its token would still be there had its call run
     await store.append(landed)  # ran, but (say) its reply never arrived
     [token] = [k.decode() async for k in store.client.scan_iter(match="tracker:*:gtok:*")]
     writer = SpoolWriter(tmp_path)
@@ -465,26 +468,63 @@ async def test_an_unreadable_file_is_set_aside_and_the_rest_drain(
     assert set(await logged_event_ids(store)) == {e.event_id for e in evs}
 
 
+async def _fold_lookup(store: EventStore) -> None:
+    for part in store.partitions:
+        await ProjectionRunner(store, ImpressionLookup(), part).run(until_caught_up=True)
+
+
+def _expired_token_record(event: ImpressionSeen) -> SpoolRecord:
+    """A hit spooled after its call's answer was lost, whose token is gone now."""
+    return SpoolRecord(event.impression_id, events.encode(event), "tracker:{p0}:gtok:gone")
+
+
+OLD = timedelta(seconds=spool.TOKEN_MAY_HAVE_EXPIRED_S + 60)
+
+
 async def test_drain_skips_a_landed_event_after_its_token_expired(
     tmp_path: Path, store: EventStore
 ) -> None:
-    from datetime import UTC, datetime
-
-    from tracker.actors.runner import ProjectionRunner
-    from tracker.projections.impressions import ImpressionLookup
-
-    now = datetime.now(UTC)
-    landed = impression(at=now)
+    landed = impression(at=datetime.now(UTC) - OLD)
     await store.append(landed)  # it ran; its reply was lost; its token has since expired
-    for part in store.partitions:
-        await ProjectionRunner(store, ImpressionLookup(), part).run(until_caught_up=True)
+    await _fold_lookup(store)
     writer = SpoolWriter(tmp_path)
-    record = SpoolRecord(landed.impression_id, events.encode(landed), "tracker:{p0}:gtok:gone")
-    await writer.write_many([record])
+    await writer.write_many([_expired_token_record(landed)])
     report = await spool.drain(store, tmp_path, writer=writer)
     await writer.close()
     assert (report.events, report.duplicates) == (0, 1)
     assert sum((await logged_event_ids(store)).values()) == 1
+
+
+async def test_an_old_hit_waits_for_the_lookup_to_tell_whether_it_landed(
+    tmp_path: Path, store: EventStore
+) -> None:
+    """Its call ran and its token expired during a long outage; the lookup has not folded the
+    log to its end: appending now could count it twice. The file waits for the lookup."""
+    ran, never = impression(at=datetime.now(UTC) - OLD), impression(at=datetime.now(UTC) - OLD)
+    await store.append(ran)
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many([_expired_token_record(ran), _expired_token_record(never)])
+    await writer.close()
+    assert await spool.drain(store, tmp_path) == spool.DrainReport()  # not yet
+    assert len(os.listdir(tmp_path)) == 1
+    assert sum((await logged_event_ids(store)).values()) == 1
+    await _fold_lookup(store)
+    report = await spool.drain(store, tmp_path)
+    assert (report.files, report.events, report.duplicates) == (1, 1, 1)
+    assert set(await logged_event_ids(store)) == {ran.event_id, never.event_id}
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_recent_hit_whose_token_is_missing_never_ran_and_needs_no_lookup(
+    tmp_path: Path, store: EventStore
+) -> None:
+    """Had its call run, its token would still hold the result: fenced now, it never will."""
+    recent = impression(at=datetime.now(UTC))
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many([_expired_token_record(recent)])
+    await writer.close()
+    report = await spool.drain(store, tmp_path)  # no projector has ever run
+    assert (report.events, report.duplicates) == (1, 0)
 
 
 # -- claims (duplicate imp_id) --------------------------------------------------------------------

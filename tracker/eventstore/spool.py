@@ -29,6 +29,7 @@ import asyncio
 import fcntl
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,7 +39,15 @@ import msgspec
 import structlog
 
 from tracker import events
-from tracker.eventstore.store import FENCE, FENCE_TTL_S, Claim, EventStore
+from tracker.eventstore import keys
+from tracker.eventstore.store import (
+    FENCE,
+    FENCE_TTL_S,
+    GROUP_TOKEN_TTL_S,
+    Claim,
+    EventStore,
+    as_str,
+)
 from tracker.ids import new_uuid7_hex
 from tracker.projections import impressions
 
@@ -49,6 +58,9 @@ _HEADER = struct.Struct(">2sII")  # magic, payload length, CRC-32 of the payload
 _MAGIC: Final = b"SP"
 MAX_PAYLOAD: Final = 16 * 1024 * 1024
 DRAIN_BATCH: Final = 500  # records per append_many call while draining
+# A spooled hit recorded longer ago than this may have had its call run and its token expire
+# since (GROUP_TOKEN_TTL_S, less a margin for the web and Redis clocks' skew)
+TOKEN_MAY_HAVE_EXPIRED_S: Final = GROUP_TOKEN_TTL_S - 60
 
 
 class SpoolRecord(NamedTuple):
@@ -74,6 +86,15 @@ class DrainReport(NamedTuple):
     duplicates: int = 0  # already in the log (an earlier, interrupted drain got them there)
     torn_bytes: int = 0
     damaged_bytes: int = 0  # their files were drained and then set aside as .bad, not deleted
+
+
+class _LookupBehind(Exception):  # not an error: the file waits for a later drain
+    """A record's fate needs the impression lookup, which has not folded its partition's log to
+    the end yet."""
+
+    def __init__(self, part: str) -> None:
+        super().__init__(part)
+        self.part = part
 
 
 class SpoolCorrupt(Exception):
@@ -356,6 +377,13 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
             return None
         try:
             return await _drain_bytes(store, path, data, batch)
+        except _LookupBehind as behind:  # it drains once the projector has caught up
+            if path not in _waiting:
+                _waiting.add(path)
+                logger.warning(
+                    "spool_drain_waits_for_lookup", path=str(path), partition=behind.part
+                )
+            return None
         except (SpoolCorrupt, events.UnknownEvent) as exc:
             # e.g. from a newer build before a rollback: set aside, loudly, so the files after
             # it still drain; nothing in it is deleted (what was appended is found again)
@@ -364,6 +392,9 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
             return None
     finally:
         os.close(fd)
+
+
+_waiting: set[Path] = set()  # files whose wait for the lookup was logged (once each)
 
 
 async def _drain_bytes(store: EventStore, path: Path, data: bytes, batch: int) -> DrainReport:
@@ -408,37 +439,69 @@ def _item(record: SpoolRecord) -> tuple[events.AnyEvent, str, Claim | None]:
 
 async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:
     """Indexes of records already in the log though their append failed: the failed call's group
-    token holds its result (it ran after all), or, once the token expired, the impression lookup
-    knows the record's impression id (a pixel spools under its impression id).
+    token holds its result (it ran after all), or, once the token may have expired, the impression
+    lookup knows the record's impression id (a pixel spools under its impression id).
 
     A token not there yet is *fenced* first (set to FENCE, ``SET NX``): a call still on its way
     (a Redis that hung, a pixel that stopped waiting for it) then finds its token taken when it
-    runs, and changes nothing; so appending the record cannot double it. A token already
-    fenced (an earlier drain, or another record of the same call) means the call never ran."""
+    runs, and changes nothing; so appending the record cannot double it. A fenced token of a
+    hit recorded within TOKEN_MAY_HAVE_EXPIRED_S means the call never ran. For an older one the
+    call may have run and its token expired since: only the impression lookup can tell, and only
+    once it has folded the partition's log up to its end as it stands after the fence; until then
+    ``_LookupBehind`` keeps the file for a later drain."""
     pipe = store.client.pipeline(transaction=False)
-    at: list[
-        tuple[int | None, int | None]
-    ] = []  # per record: where its token and lookup replies are
+    # per record: where its token's and its lookup record's replies are, and the hit
+    at: list[tuple[int | None, int | None, events.ImpressionSeen | None]] = []
     n = 0
     for record in records:
-        token_at = lookup_at = None
+        token_at = lookup_at = hit = None
         if record.group_token:
             pipe.set(record.group_token, FENCE, nx=True, ex=FENCE_TTL_S)
             pipe.get(record.group_token)
             token_at, n = n + 1, n + 2
         event = events.decode(record.event)
         if isinstance(event, events.ImpressionSeen):
+            hit = event
             pipe.exists(impressions.record_key(store.partition_of(event), event.impression_id))
             lookup_at, n = n, n + 1
-        at.append((token_at, lookup_at))
+        at.append((token_at, lookup_at, hit))
     found = await pipe.execute()
     fence = FENCE.encode()
-    return {
-        i
-        for i, (token_at, lookup_at) in enumerate(at)
-        if (token_at is not None and found[token_at] not in (None, fence))
-        or (lookup_at is not None and found[lookup_at])
-    }
+    landed = set()
+    doubtful: list[tuple[int, events.ImpressionSeen]] = []  # fenced, unknown to the lookup, old
+    old = time.time() - TOKEN_MAY_HAVE_EXPIRED_S
+    for i, (token_at, lookup_at, hit) in enumerate(at):
+        if (token_at is not None and found[token_at] not in (None, fence)) or (
+            lookup_at is not None and found[lookup_at]
+        ):
+            landed.add(i)
+        elif token_at is not None and hit is not None and hit.recorded_at.timestamp() < old:
+            doubtful.append((i, hit))
+    if doubtful:
+        landed |= await _landed_by_lookup(store, doubtful)
+    return landed
+
+
+async def _landed_by_lookup(
+    store: EventStore, doubtful: list[tuple[int, events.ImpressionSeen]]
+) -> set[int]:
+    """Which of these fenced, old hits the impression lookup knows, read after its checkpoint
+    has been seen at the end of each one's partition (raises _LookupBehind when it is not)."""
+    parts = sorted({store.partition_of(event) for _, event in doubtful})
+    pipe = store.client.pipeline(transaction=False)  # in order: the log's end, then the
+    for part in parts:  # checkpoint, then the records (a commit moves both at once)
+        pipe.xrevrange(keys.stream(part), max="+", min="-", count=1)
+        pipe.get(keys.checkpoint(part, impressions.NAME))
+    for _, event in doubtful:
+        pipe.exists(impressions.record_key(store.partition_of(event), event.impression_id))
+    found = await pipe.execute()
+    for n, part in enumerate(parts):
+        last, checkpoint = found[2 * n], found[2 * n + 1]
+        end = as_str(last[0][0]) if last else "0-0"
+        if keys.id_after(end, as_str(checkpoint) if checkpoint else "0-0"):
+            raise _LookupBehind(part)
+    at = 2 * len(parts)
+    return {i for n, (i, _) in enumerate(doubtful) if found[at + n]}
 
 
 async def drain(
