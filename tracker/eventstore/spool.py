@@ -419,6 +419,7 @@ async def _drain_bytes(store: EventStore, path: Path, data: bytes, batch: int) -
         )
     else:
         await asyncio.to_thread(_remove, path)
+    _waiting.discard(path)
     logger.info(
         "spool_drained",
         path=str(path),
