@@ -572,6 +572,7 @@ async def test_signed_redirect_is_followed_off_the_allow_list(
         "https://partner.example/l?i={impression_id}&q=a%7Cb",  # as typed
         "https://partner.example/l?i=%7Bimpression_id%7D&q=a|b",  # braces escaped
         "https%3A%2F%2Fpartner.example%2Fl%3Fi%3D%7Bimpression_id%7D%26q%3Da%7Cb",  # wholly
+        "https://partner.example/l?i=%7bimpression%5Fid%7d&q=a|b",  # any letter escaped
     ],
 )
 async def test_a_signed_target_with_a_macro_redirects_however_the_ad_server_encodes_it(

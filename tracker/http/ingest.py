@@ -70,8 +70,11 @@ MAX_USER_AGENT: Final = 1024
 MAX_REFERER: Final = 2048
 DRAIN_INTERVAL_S: Final = 1.0
 SECRET_KEY: Final = f"{keys.PREFIX}:secret"
-# {impression_id} in a redirect target, as typed or percent-encoded by the ad server
-_IMPRESSION_MACRO: Final = re.compile(r"\{impression_id\}|%7Bimpression_id%7D", re.IGNORECASE)
+# {impression_id} in a redirect target, as typed or with any of its characters percent-encoded
+# (by an ad server): every spelling a redirect signature covers (ids.signing_form decodes them)
+_IMPRESSION_MACRO: Final = re.compile(
+    "".join(f"(?:{re.escape(c)}|%{ord(c):02X})" for c in "{impression_id}"), re.IGNORECASE
+)
 
 
 class Hit(msgspec.Struct, kw_only=True):
