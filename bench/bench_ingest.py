@@ -1376,7 +1376,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"ingest benchmark: redis {server['version']} ({server['binary']}), AOF everysec, "
         f"reached over {'its unix socket' if cfg['unix_socket'] else 'loopback TCP'}; "
         f"{cfg['webs']} web processes (SO_REUSEPORT) + projector; loop {cfg['loop']}; "
-        f"python {cfg['python']}\n"
+        f"python {cfg['python']} ({cfg.get('interpreter', '?')})\n"
         f"NOTE: {cfg['cpus']} CPUs shared by wrk, the web processes, redis-server, the projector "
         f"(and nginx in its run): every figure competes with its own load generator.\n"
         + (
@@ -1626,6 +1626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "loop": loop_name,
         "python": platform.python_version(),
+        "interpreter": os.path.realpath(sys.executable),
         "aiohttp": importlib.metadata.version("aiohttp"),
         "cpus": os.cpu_count(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
