@@ -42,7 +42,7 @@ from tracker.eventstore.store import (
     Claim,
     EventStore,
 )
-from tracker.ids import new_uuid7_hex, stable_hash
+from tracker.ids import new_uuid7_hex, route_of, stable_hash
 from tracker.projections.impressions import ImpressionLookup
 
 
@@ -496,10 +496,11 @@ async def test_drain_skips_a_landed_event_after_its_token_expired(
 
 
 async def test_an_old_hit_waits_for_the_lookup_to_tell_whether_it_landed(
-    tmp_path: Path, store: EventStore
+    tmp_path: Path, store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its call ran and its token expired during a long outage; the lookup has not folded the
     log to its end: appending now could count it twice. The file waits for the lookup."""
+    monkeypatch.setattr(spool, "LOOKUP_WAIT_S", 0.2)
     ran, never = impression(at=datetime.now(UTC) - OLD), impression(at=datetime.now(UTC) - OLD)
     await store.append(ran)
     writer = SpoolWriter(tmp_path)
@@ -512,6 +513,38 @@ async def test_an_old_hit_waits_for_the_lookup_to_tell_whether_it_landed(
     report = await spool.drain(store, tmp_path)
     assert (report.files, report.events, report.duplicates) == (1, 1, 1)
     assert set(await logged_event_ids(store)) == {ran.event_id, never.event_id}
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_lookup_a_moment_behind_does_not_hold_the_drain_back(
+    tmp_path: Path, store: EventStore
+) -> None:
+    """Live traffic keeps the log's end moving: the drain waits for the lookup to reach the end
+    as it stood after the fence (where a call that ran must be), not the end of the moment."""
+    old = impression(at=datetime.now(UTC) - OLD)
+    route = route_of(old.impression_id, len(store.partitions))
+
+    def same_partition() -> ImpressionSeen:
+        return impression(impression_id=IDS.mint(route, len(store.partitions)))
+
+    await store.append(same_partition())  # in the log, not yet folded
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many([_expired_token_record(old)])
+    await writer.close()
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + 1
+
+    async def traffic_and_projector() -> None:
+        while loop.time() < stop:
+            await asyncio.sleep(0.1)  # the projector folds a beat late...
+            await _fold_lookup(store)
+            for _ in range(3):  # ...and more hits arrive meanwhile
+                await store.append(same_partition())
+
+    busy = asyncio.create_task(traffic_and_projector())
+    report = await spool.drain(store, tmp_path)
+    await busy
+    assert (report.events, report.duplicates) == (1, 0)
     assert os.listdir(tmp_path) == []
 
 

@@ -61,6 +61,8 @@ DRAIN_BATCH: Final = 500  # records per append_many call while draining
 # A spooled hit recorded longer ago than this may have had its call run and its token expire
 # since (GROUP_TOKEN_TTL_S, less a margin for the web and Redis clocks' skew)
 TOKEN_MAY_HAVE_EXPIRED_S: Final = GROUP_TOKEN_TTL_S - 60
+LOOKUP_WAIT_S: Final = 5.0  # how long a drain waits for the lookup to fold up to a fence
+LOOKUP_POLL_S: Final = 0.05
 
 
 class SpoolRecord(NamedTuple):
@@ -486,23 +488,40 @@ async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:
 async def _landed_by_lookup(
     store: EventStore, doubtful: list[tuple[int, events.ImpressionSeen]]
 ) -> set[int]:
-    """Which of these fenced, old hits the impression lookup knows, read after its checkpoint
-    has been seen at the end of each one's partition (raises _LookupBehind when it is not)."""
+    """Which of these fenced, old hits the impression lookup knows. Each partition's end is read
+    once, after the fence (a call that ran is at or before it); the lookup's checkpoint is then
+    awaited up to that end for LOOKUP_WAIT_S (not the live end, which traffic keeps moving), and
+    only then are the records read (a commit moves records and checkpoint at once). Raises
+    _LookupBehind when a checkpoint does not get there in time."""
     parts = sorted({store.partition_of(event) for _, event in doubtful})
-    pipe = store.client.pipeline(transaction=False)  # in order: the log's end, then the
-    for part in parts:  # checkpoint, then the records (a commit moves both at once)
+    pipe = store.client.pipeline(transaction=False)
+    for part in parts:
         pipe.xrevrange(keys.stream(part), max="+", min="-", count=1)
-        pipe.get(keys.checkpoint(part, impressions.NAME))
+    ends = {
+        part: as_str(last[0][0]) if last else "0-0"
+        for part, last in zip(parts, await pipe.execute(), strict=True)
+    }
+    deadline = time.monotonic() + LOOKUP_WAIT_S
+    behind = [part for part in parts if ends[part] != "0-0"]
+    while behind:
+        pipe = store.client.pipeline(transaction=False)
+        for part in behind:
+            pipe.get(keys.checkpoint(part, impressions.NAME))
+        checkpoints = await pipe.execute()
+        behind = [
+            part
+            for part, checkpoint in zip(behind, checkpoints, strict=True)
+            if keys.id_after(ends[part], as_str(checkpoint) if checkpoint else "0-0")
+        ]
+        if behind:
+            if time.monotonic() > deadline:
+                raise _LookupBehind(behind[0])
+            await asyncio.sleep(LOOKUP_POLL_S)
+    pipe = store.client.pipeline(transaction=False)
     for _, event in doubtful:
         pipe.exists(impressions.record_key(store.partition_of(event), event.impression_id))
     found = await pipe.execute()
-    for n, part in enumerate(parts):
-        last, checkpoint = found[2 * n], found[2 * n + 1]
-        end = as_str(last[0][0]) if last else "0-0"
-        if keys.id_after(end, as_str(checkpoint) if checkpoint else "0-0"):
-            raise _LookupBehind(part)
-    at = 2 * len(parts)
-    return {i for n, (i, _) in enumerate(doubtful) if found[at + n]}
+    return {i for (i, _), there in zip(doubtful, found, strict=True) if there}
 
 
 async def drain(
