@@ -309,7 +309,7 @@ async def test_a_drainer_skips_a_file_another_one_set_aside(
             return os.dup(other)
 
         monkeypatch.setattr(spool, "_try_lock", late_lock)
-        assert await spool._drain_file(store, path, spool.DRAIN_BATCH) is None
+        assert await spool._drain_file(store, path, spool.DRAIN_BATCH, 0.0) is None
     finally:
         os.close(other)
 
@@ -546,6 +546,30 @@ async def test_a_lookup_a_moment_behind_does_not_hold_the_drain_back(
     await busy
     assert (report.events, report.duplicates) == (1, 0)
     assert os.listdir(tmp_path) == []
+
+
+async def test_with_the_lookup_down_a_pass_waits_once_and_newer_files_still_drain(
+    tmp_path: Path, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No projector: each file of old hits must wait, but not each for the whole budget (a drain
+    pass, and the web process's shutdown behind it, took 5 s a file)."""
+    monkeypatch.setattr(spool, "LOOKUP_WAIT_S", 0.5)
+    for _ in range(4):
+        ran = impression(at=datetime.now(UTC) - OLD)
+        await store.append(ran)  # the log has an end the lookup never reaches
+        writer = SpoolWriter(tmp_path)
+        await writer.write_many([_expired_token_record(ran)])
+        await writer.close()
+    recent = impression(at=datetime.now(UTC))
+    writer = SpoolWriter(tmp_path)
+    await writer.write_many([_expired_token_record(recent)])
+    await writer.close()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    report = await spool.drain(store, tmp_path)
+    assert loop.time() - started < 1.5  # one budget for the pass, not 0.5 s a file
+    assert (report.files, report.events) == (1, 1)  # the recent hit, after the four waiting
+    assert len(os.listdir(tmp_path)) == 4
 
 
 async def test_a_recent_hit_whose_token_is_missing_never_ran_and_needs_no_lookup(

@@ -61,7 +61,10 @@ DRAIN_BATCH: Final = 500  # records per append_many call while draining
 # A spooled hit recorded longer ago than this may have had its call run and its token expire
 # since (GROUP_TOKEN_TTL_S, less a margin for the web and Redis clocks' skew)
 TOKEN_MAY_HAVE_EXPIRED_S: Final = GROUP_TOKEN_TTL_S - 60
-LOOKUP_WAIT_S: Final = 5.0  # how long a drain waits for the lookup to fold up to a fence
+# How long one drain pass (every file in it) may wait for the lookup to fold up to its fences:
+# short, so that a projector that is down or far behind neither holds newer files back for long
+# nor the web process's shutdown (the drain loop stops between passes)
+LOOKUP_WAIT_S: Final = 3.0
 LOOKUP_POLL_S: Final = 0.05
 
 
@@ -366,7 +369,9 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport | None:
+async def _drain_file(
+    store: EventStore, path: Path, batch: int, lookup_deadline: float
+) -> DrainReport | None:
     """Drain one file under its lock: None when a live writer holds it or another drainer
     finished it; a file this build cannot read is set aside, under the lock, so that no other
     drainer reads it again meanwhile."""
@@ -378,7 +383,7 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
         if data is None:
             return None
         try:
-            return await _drain_bytes(store, path, data, batch)
+            return await _drain_bytes(store, path, data, batch, lookup_deadline)
         except _LookupBehind as behind:  # it drains once the projector has caught up
             if path not in _waiting:
                 _waiting.add(path)
@@ -399,13 +404,15 @@ async def _drain_file(store: EventStore, path: Path, batch: int) -> DrainReport 
 _waiting: set[Path] = set()  # files whose wait for the lookup was logged (once each)
 
 
-async def _drain_bytes(store: EventStore, path: Path, data: bytes, batch: int) -> DrainReport:
+async def _drain_bytes(
+    store: EventStore, path: Path, data: bytes, batch: int, lookup_deadline: float
+) -> DrainReport:
     contents = parse(data)
     if contents.torn_bytes:
         logger.warning("spool_torn_tail", path=str(path), torn_bytes=contents.torn_bytes)
     appended = duplicates = 0
     for chunk in _chunks(contents.records, batch):
-        landed = await _landed(store, chunk)
+        landed = await _landed(store, chunk, lookup_deadline)
         items = [_item(r) for i, r in enumerate(chunk) if i not in landed]
         results = await store.append_many(items)
         dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
@@ -440,7 +447,9 @@ def _item(record: SpoolRecord) -> tuple[events.AnyEvent, str, Claim | None]:
     return events.decode(record.event), record.idempotency_key, claim
 
 
-async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:
+async def _landed(
+    store: EventStore, records: list[SpoolRecord], lookup_deadline: float
+) -> set[int]:
     """Indexes of records already in the log though their append failed: the failed call's group
     token holds its result (it ran after all), or, once the token may have expired, the impression
     lookup knows the record's impression id (a pixel spools under its impression id).
@@ -481,16 +490,17 @@ async def _landed(store: EventStore, records: list[SpoolRecord]) -> set[int]:
         elif token_at is not None and hit is not None and hit.recorded_at.timestamp() < old:
             doubtful.append((i, hit))
     if doubtful:
-        landed |= await _landed_by_lookup(store, doubtful)
+        landed |= await _landed_by_lookup(store, doubtful, lookup_deadline)
     return landed
 
 
 async def _landed_by_lookup(
-    store: EventStore, doubtful: list[tuple[int, events.ImpressionSeen]]
+    store: EventStore, doubtful: list[tuple[int, events.ImpressionSeen]], deadline: float
 ) -> set[int]:
     """Which of these fenced, old hits the impression lookup knows. Each partition's end is read
     once, after the fence (a call that ran is at or before it); the lookup's checkpoint is then
-    awaited up to that end for LOOKUP_WAIT_S (not the live end, which traffic keeps moving), and
+    awaited up to that end until ``deadline`` (the drain pass's; not the live end, which traffic
+    keeps moving; one look even after it), and
     only then are the records read (a commit moves records and checkpoint at once). Raises
     _LookupBehind when a checkpoint does not get there in time."""
     parts = sorted({store.partition_of(event) for _, event in doubtful})
@@ -501,7 +511,6 @@ async def _landed_by_lookup(
         part: as_str(last[0][0]) if last else "0-0"
         for part, last in zip(parts, await pipe.execute(), strict=True)
     }
-    deadline = time.monotonic() + LOOKUP_WAIT_S
     behind = [part for part in parts if ends[part] != "0-0"]
     while behind:
         pipe = store.client.pipeline(transaction=False)
@@ -536,8 +545,9 @@ async def drain(
     if writer is not None:
         await writer.rotate()
     total = DrainReport()
+    lookup_deadline = time.monotonic() + LOOKUP_WAIT_S  # shared by the pass's files
     for path in spool_files(directory):
-        report = await _drain_file(store, path, batch)
+        report = await _drain_file(store, path, batch, lookup_deadline)
         if report is not None:
             total = DrainReport(*(a + b for a, b in zip(total, report, strict=True)))
     return total
