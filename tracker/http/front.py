@@ -81,6 +81,15 @@ _SINGLE_HEADERS: Final = frozenset(
     )
 )
 MAX_HEADERS: Final = 126  # header lines; more go to aiohttp (its limit, as its parsers count)
+# Headers whose every line counts (not only the first), joined with these
+_JOINERS: Final = {
+    # a proxy may add its own line instead of appending to the client's: all lines count, in
+    # order (RFC 9110 5.3), or the client's first line would pass for the proxy's
+    "x-forwarded-for": ", ",
+    # HTTP/2 and /3 clients send one field per cookie (RFC 9113 8.2.3): a proxy that does not
+    # join them, or a client sending two lines, must not hide the opt-out cookie in the second
+    "cookie": "; ",
+}
 # The header names _fields looks at, by what it does with them
 _HAND_OFF, _LENGTH, _CONNECTION, _HOST, _JOINED, _SINGLE = range(6)
 _SPECIAL: Final = {
@@ -89,16 +98,7 @@ _SPECIAL: Final = {
     "content-length": _LENGTH,
     "connection": _CONNECTION,
     "host": _HOST,
-    "x-forwarded-for": _JOINED,
-    "cookie": _JOINED,
-}
-_JOINERS: Final = {
-    # a proxy may add its own line instead of appending to the client's: all lines count, in
-    # order (RFC 9110 5.3), or the client's first line would pass for the proxy's
-    "x-forwarded-for": ", ",
-    # HTTP/2 and /3 clients send one field per cookie (RFC 9113 8.2.3): a proxy that does not
-    # join them, or a client sending two lines, must not hide the opt-out cookie in the second
-    "cookie": "; ",
+    **dict.fromkeys(_JOINERS, _JOINED),
 }
 _REASONS: Final = {
     200: "OK",
