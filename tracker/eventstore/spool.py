@@ -412,8 +412,9 @@ async def _drain_bytes(
         logger.warning("spool_torn_tail", path=str(path), torn_bytes=contents.torn_bytes)
     appended = duplicates = 0
     for chunk in _chunks(contents.records, batch):
-        landed = await _landed(store, chunk, lookup_deadline)
-        items = [_item(r) for i, r in enumerate(chunk) if i not in landed]
+        decoded = [events.decode(r.event) for r in chunk]  # once, for the check and the append
+        landed = await _landed(store, chunk, decoded, lookup_deadline)
+        items = [_item(r, decoded[i]) for i, r in enumerate(chunk) if i not in landed]
         results = await store.append_many(items)
         dup = sum(r.duplicate for r in results) + len(chunk) - len(items)
         duplicates += dup
@@ -440,15 +441,18 @@ async def _drain_bytes(
     return DrainReport(1, appended, duplicates, contents.torn_bytes, contents.damaged_bytes)
 
 
-def _item(record: SpoolRecord) -> tuple[events.AnyEvent, str, Claim | None]:
+def _item(record: SpoolRecord, event: events.AnyEvent) -> tuple[events.AnyEvent, str, Claim | None]:
     claim = None
     if record.claim:
         claim = Claim(record.claim, record.claim_ttl_s, events.decode(record.otherwise))
-    return events.decode(record.event), record.idempotency_key, claim
+    return event, record.idempotency_key, claim
 
 
 async def _landed(
-    store: EventStore, records: list[SpoolRecord], lookup_deadline: float
+    store: EventStore,
+    records: list[SpoolRecord],
+    decoded: list[events.AnyEvent],
+    lookup_deadline: float,
 ) -> set[int]:
     """Indexes of records already in the log though their append failed: the failed call's group
     token holds its result (it ran after all), or, once the token may have expired, the impression
@@ -465,13 +469,12 @@ async def _landed(
     # per record: where its token's and its lookup record's replies are, and the hit
     at: list[tuple[int | None, int | None, events.ImpressionSeen | None]] = []
     n = 0
-    for record in records:
+    for record, event in zip(records, decoded, strict=True):
         token_at = lookup_at = hit = None
         if record.group_token:
             pipe.set(record.group_token, FENCE, nx=True, ex=FENCE_TTL_S)
             pipe.get(record.group_token)
             token_at, n = n + 1, n + 2
-        event = events.decode(record.event)
         if isinstance(event, events.ImpressionSeen):
             hit = event
             pipe.exists(impressions.record_key(store.partition_of(event), event.impression_id))
