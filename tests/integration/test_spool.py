@@ -114,6 +114,19 @@ async def test_write_failure_reaches_every_caller(tmp_path: Path) -> None:
     assert all(isinstance(r, OSError) for r in results)
 
 
+async def test_a_file_that_could_not_be_named_leaves_no_temp_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "rename", refuse)
+    writer = SpoolWriter(tmp_path)
+    with pytest.raises(OSError, match="Input/output"):
+        await writer.write_many(spooled(1)[1])
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's listing)
+
+
 @contextlib.contextmanager
 def disk_full_after(
     monkeypatch: pytest.MonkeyPatch, reaches_disk: Callable[[bytes], bytes]
@@ -391,6 +404,33 @@ def test_spool_files_are_listed_oldest_first(tmp_path: Path) -> None:
     written = [write_file(tmp_path, [r]) for r in records]
     (tmp_path / "crashed-before-rename.tmp").write_bytes(b"")
     assert spool_files(tmp_path) == written
+
+
+async def test_a_drain_removes_only_the_empty_temp_files_of_crashed_writers(
+    store: EventStore, tmp_path: Path
+) -> None:
+    old = time.time() - spool.STALE_TEMP_S - 5
+
+    def temp(name: str, data: bytes = b"", *, mtime: float = old) -> Path:
+        path = tmp_path / f"{name}.tmp"
+        path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
+        return path
+
+    crashed = temp("crashed")
+    being_named = temp("being-named", mtime=time.time())  # a writer between open and rename
+    held = temp("held")  # a live writer's lock
+    with_bytes = temp("with-bytes", b"SP")  # no writer leaves one: an operator looks at it
+    lock = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        await drain(store, tmp_path)
+    finally:
+        os.close(lock)
+    assert not crashed.exists()
+    assert being_named.exists()
+    assert held.exists()
+    assert with_bytes.exists()
 
 
 async def test_drain_of_an_empty_or_missing_directory_does_nothing(

@@ -9,8 +9,9 @@ record follows. Unreadable bytes *between* intact records are damage (a writer o
 end): the records around them are read, and the drained file is kept as ``.bad``, not deleted.
 A writer never appends after a failed write: it cuts the file back to what it had acknowledged
 (a full disk can stop a write after whole records, whose callers were told it failed), then
-abandons that file and starts a new one. A file
-is created as ``<name>.tmp`` and renamed once locked; a crash in between leaves an empty ``.tmp``.
+abandons that file and starts a new one. A file is created as ``<name>.tmp`` and renamed once
+locked, before anything is written to it; a crash in between leaves an empty ``.tmp``, which a
+drain removes once it is ``STALE_TEMP_S`` old and unlocked.
 
 A writer holds ``flock(LOCK_EX)`` on its file while it is open, so a drainer (in this or another
 process) drains only files no live writer holds: rotated ones and those of crashed processes.
@@ -26,6 +27,7 @@ Every spooled event must carry a key and be routed to it: mint the impression id
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import struct
@@ -64,6 +66,9 @@ TOKEN_MAY_HAVE_EXPIRED_S: Final = GROUP_TOKEN_TTL_S - 60
 # How long one drain pass (every file in it) may wait for the lookup to fold up to its fences:
 # short, so that a projector that is down or far behind neither holds newer files back for long
 # nor the web process's shutdown (the drain loop stops between passes)
+# A writer holds its .tmp's lock within microseconds of creating it, and renames it at once: one
+# this old that nobody locks is a crashed writer's (a younger one may be between open and flock)
+STALE_TEMP_S: Final = 60.0
 LOOKUP_WAIT_S: Final = 3.0
 LOOKUP_POLL_S: Final = 0.05
 
@@ -294,6 +299,8 @@ class SpoolWriter:
             _fsync_dir(self.directory)
         except OSError:
             os.close(fd)
+            with contextlib.suppress(OSError):  # empty: it never got a name drainers read
+                temp.unlink()
             raise
         self.path, self._fd, self._size = path, fd, 0
         return fd
@@ -348,6 +355,29 @@ def spool_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Remove the empty ``.tmp`` files crashed writers left (see the module docstring). One
+    with bytes in it is no file this build leaves: it stays, for an operator."""
+    if not directory.is_dir():
+        return
+    now = time.time()
+    for path in directory.iterdir():
+        if not path.name.endswith(".tmp"):
+            continue
+        fd = _try_lock(path)
+        if fd is None:
+            continue
+        try:
+            info = os.fstat(fd)
+            if info.st_size == 0 and now - info.st_mtime > STALE_TEMP_S:
+                path.unlink()
+                logger.info("spool_temp_removed", path=str(path))
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _chunks(records: list[SpoolRecord], size: int) -> Iterator[list[SpoolRecord]]:
@@ -547,6 +577,7 @@ async def drain(
     once all its records are in the log. Raises what ``append_many`` raises (files stay)."""
     if writer is not None:
         await writer.rotate()
+    await asyncio.to_thread(_remove_stale_temps, directory)
     total = DrainReport()
     lookup_deadline = time.monotonic() + LOOKUP_WAIT_S  # shared by the pass's files
     for path in spool_files(directory):
