@@ -15,11 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def interpreter(directory: Path, name: str, us_per_call: str, *, usable: bool = True) -> Path:
-    """A stand-in python: ``-c CHECK`` prints its path (or fails, as a 3.10 or one without
-    venv would), ``-c WORKLOAD`` prints ``us_per_call``."""
+def interpreter(
+    directory: Path, name: str, us_per_call: str, *, usable: bool = True, version: str = "3.11"
+) -> Path:
+    """A stand-in python: ``-c CHECK`` prints its path and version (or fails, as a 3.10 or one
+    without venv would), ``-c WORKLOAD`` prints ``us_per_call``."""
     path = directory / name
-    check = f'echo "{path}"' if usable else "echo 'AssertionError' >&2; exit 1"
+    check = f'echo "{path} {version}"' if usable else "echo 'AssertionError' >&2; exit 1"
     path.write_text(
         "#!/bin/sh\n"
         'case "$2" in\n'
@@ -54,6 +56,16 @@ def test_the_fastest_usable_candidate_is_chosen_and_every_timing_shown(tmp_path:
     assert f"{slow}: 1.30 us" in result.stderr
     assert f"{fast}: 0.90 us" in result.stderr
     assert str(old) not in result.stderr
+
+
+def test_only_builds_of_the_first_candidates_version_compete(tmp_path: Path) -> None:
+    first = interpreter(tmp_path, "python3", "1.30", version="3.12")
+    other_version = interpreter(tmp_path, "system", "0.90", version="3.13")  # its wheels may differ
+    same_version = interpreter(tmp_path, "local", "1.10", version="3.12")
+    result = run_python(PYTHON_CANDIDATES=f"{first} {other_version} {same_version}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(same_version)
+    assert str(other_version) not in result.stderr
 
 
 def test_one_interpreter_reached_by_two_names_is_timed_once(tmp_path: Path) -> None:
