@@ -42,6 +42,7 @@ from tracker.eventstore.store import (
     Claim,
     EventStore,
 )
+from tracker.http.ingest import DRAIN_INTERVAL_S, _drain_loop
 from tracker.ids import new_uuid7_hex, route_of, stable_hash
 from tracker.projections.impressions import ImpressionLookup
 
@@ -431,6 +432,47 @@ async def test_a_drain_removes_only_the_empty_temp_files_of_crashed_writers(
     assert being_named.exists()
     assert held.exists()
     assert with_bytes.exists()
+
+
+def stale_temp(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.tmp"
+    path.write_bytes(b"")
+    old = time.time() - spool.STALE_TEMP_S - 5
+    os.utime(path, (old, old))
+    return path
+
+
+async def test_a_temp_that_cannot_be_removed_holds_back_neither_the_others_nor_the_drain(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck, other = stale_temp(tmp_path, "a-stuck"), stale_temp(tmp_path, "b-other")
+    evs, records = spooled(2)
+    write_file(tmp_path, records)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    report = await drain(store, tmp_path)
+    assert report.events == 2
+    assert stuck.exists()
+    assert not other.exists()
+    assert await logged_event_ids(store) == Counter(e.event_id for e in evs)
+
+
+async def test_the_web_drain_loop_sweeps_temps_with_no_spool_file_to_drain(
+    store: EventStore, tmp_path: Path
+) -> None:
+    crashed = stale_temp(tmp_path, "crashed")
+    stopping = asyncio.Event()
+    loop_task = asyncio.create_task(_drain_loop(store, tmp_path, SpoolWriter(tmp_path), stopping))
+    await asyncio.sleep(DRAIN_INTERVAL_S + 0.5)  # the first pass is one interval in
+    stopping.set()
+    await loop_task
+    assert not crashed.exists()
 
 
 async def test_drain_of_an_empty_or_missing_directory_does_nothing(

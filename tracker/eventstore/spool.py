@@ -63,12 +63,12 @@ DRAIN_BATCH: Final = 500  # records per append_many call while draining
 # A spooled hit recorded longer ago than this may have had its call run and its token expire
 # since (GROUP_TOKEN_TTL_S, less a margin for the web and Redis clocks' skew)
 TOKEN_MAY_HAVE_EXPIRED_S: Final = GROUP_TOKEN_TTL_S - 60
-# How long one drain pass (every file in it) may wait for the lookup to fold up to its fences:
-# short, so that a projector that is down or far behind neither holds newer files back for long
-# nor the web process's shutdown (the drain loop stops between passes)
 # A writer holds its .tmp's lock within microseconds of creating it, and renames it at once: one
 # this old that nobody locks is a crashed writer's (a younger one may be between open and flock)
 STALE_TEMP_S: Final = 60.0
+# How long one drain pass (every file in it) may wait for the lookup to fold up to its fences:
+# short, so that a projector that is down or far behind neither holds newer files back for long
+# nor the web process's shutdown (the drain loop stops between passes)
 LOOKUP_WAIT_S: Final = 3.0
 LOOKUP_POLL_S: Final = 0.05
 
@@ -357,27 +357,30 @@ def spool_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
 
 
-def _remove_stale_temps(directory: Path) -> None:
-    """Remove the empty ``.tmp`` files crashed writers left (see the module docstring). One
-    with bytes in it is no file this build leaves: it stays, for an operator."""
-    if not directory.is_dir():
+def remove_stale_temps(directory: Path) -> None:
+    """Remove the empty ``.tmp`` files crashed writers left (see the module docstring); ``drain``
+    calls it, and the web process's drain loop once every ``STALE_TEMP_S``. One with bytes in it
+    is no file this build leaves: it stays, for an operator. Never raises: a file that cannot be
+    removed is logged and left."""
+    try:
+        temps = [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+    except OSError:  # no spool yet (or unreadable: the drain says so)
         return
     now = time.time()
-    for path in directory.iterdir():
-        if not path.name.endswith(".tmp"):
-            continue
-        fd = _try_lock(path)
-        if fd is None:
-            continue
+    for path in temps:
         try:
-            info = os.fstat(fd)
-            if info.st_size == 0 and now - info.st_mtime > STALE_TEMP_S:
-                path.unlink()
-                logger.info("spool_temp_removed", path=str(path))
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(fd)
+            fd = _try_lock(path)
+            if fd is None:
+                continue
+            try:
+                info = os.fstat(fd)
+                if info.st_size == 0 and now - info.st_mtime > STALE_TEMP_S:
+                    path.unlink(missing_ok=True)
+                    logger.info("spool_temp_removed", path=str(path))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            logger.warning("spool_temp_not_removed", path=str(path), error=str(exc))
 
 
 def _chunks(records: list[SpoolRecord], size: int) -> Iterator[list[SpoolRecord]]:
@@ -577,7 +580,7 @@ async def drain(
     once all its records are in the log. Raises what ``append_many`` raises (files stay)."""
     if writer is not None:
         await writer.rotate()
-    await asyncio.to_thread(_remove_stale_temps, directory)
+    await asyncio.to_thread(remove_stale_temps, directory)
     total = DrainReport()
     lookup_deadline = time.monotonic() + LOOKUP_WAIT_S  # shared by the pass's files
     for path in spool_files(directory):

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -28,7 +29,15 @@ from tracker import events, privacy, traffic
 from tracker.config.live import LIVE_CONFIG, LiveConfig
 from tracker.events import ImpressionSeen
 from tracker.eventstore import keys
-from tracker.eventstore.spool import SpoolRecord, SpoolWriter, drain, spool_dir, spool_files
+from tracker.eventstore.spool import (
+    STALE_TEMP_S,
+    SpoolRecord,
+    SpoolWriter,
+    drain,
+    remove_stale_temps,
+    spool_dir,
+    spool_files,
+)
 from tracker.eventstore.store import AppendResult, AppendUncertain, Claim, EventStore, as_str
 from tracker.http.app_keys import SETTINGS, STORE
 from tracker.http.config_common import authenticate, require_admin
@@ -535,9 +544,13 @@ async def _drain_loop(
     store: EventStore, directory: Any, writer: SpoolWriter, stopping: asyncio.Event
 ) -> None:
     """Re-append spooled events once Redis answers again (idempotently: each has its key)."""
+    next_sweep = 0.0
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), DRAIN_INTERVAL_S)
+        if time.monotonic() >= next_sweep:  # a crashed writer's empty .tmp, with no spool after it
+            next_sweep = time.monotonic() + STALE_TEMP_S
+            await asyncio.to_thread(remove_stale_temps, directory)
         if not spool_files(directory):
             continue
         try:
