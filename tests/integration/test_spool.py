@@ -475,6 +475,24 @@ async def test_the_web_drain_loop_sweeps_temps_with_no_spool_file_to_drain(
     assert not crashed.exists()
 
 
+async def test_a_failing_sweep_does_not_stop_the_web_drain_loop(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(directory: Path) -> None:
+        raise RuntimeError("a bug in the sweep")
+
+    monkeypatch.setattr("tracker.http.ingest.remove_stale_temps", broken)
+    evs, records = spooled(2)
+    path = write_file(tmp_path, records)
+    stopping = asyncio.Event()
+    loop_task = asyncio.create_task(_drain_loop(store, tmp_path, SpoolWriter(tmp_path), stopping))
+    await asyncio.sleep(DRAIN_INTERVAL_S + 0.5)
+    stopping.set()
+    await loop_task
+    assert not path.exists()
+    assert await logged_event_ids(store) == Counter(e.event_id for e in evs)
+
+
 async def test_drain_of_an_empty_or_missing_directory_does_nothing(
     store: EventStore, tmp_path: Path
 ) -> None:

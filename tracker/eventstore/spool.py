@@ -10,8 +10,8 @@ end): the records around them are read, and the drained file is kept as ``.bad``
 A writer never appends after a failed write: it cuts the file back to what it had acknowledged
 (a full disk can stop a write after whole records, whose callers were told it failed), then
 abandons that file and starts a new one. A file is created as ``<name>.tmp`` and renamed once
-locked, before anything is written to it; a crash in between leaves an empty ``.tmp``, which a
-drain removes once it is ``STALE_TEMP_S`` old and unlocked.
+locked, before anything is written to it; a crash in between leaves an empty ``.tmp``, which
+``remove_stale_temps`` removes once it is ``STALE_TEMP_S`` old and unlocked.
 
 A writer holds ``flock(LOCK_EX)`` on its file while it is open, so a drainer (in this or another
 process) drains only files no live writer holds: rotated ones and those of crashed processes.

@@ -550,7 +550,10 @@ async def _drain_loop(
             await asyncio.wait_for(stopping.wait(), DRAIN_INTERVAL_S)
         if time.monotonic() >= next_sweep:  # a crashed writer's empty .tmp, with no spool after it
             next_sweep = time.monotonic() + STALE_TEMP_S
-            await asyncio.to_thread(remove_stale_temps, directory)
+            try:
+                await asyncio.to_thread(remove_stale_temps, directory)
+            except Exception:  # a bug: it must not stop the drainer
+                logger.exception("spool_sweep_failed")
         if not spool_files(directory):
             continue
         try:
