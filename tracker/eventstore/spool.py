@@ -43,12 +43,12 @@ import structlog
 from tracker import events
 from tracker.eventstore import keys
 from tracker.eventstore.store import (
-    FENCE,
-    FENCE_TTL_S,
     GROUP_TOKEN_TTL_S,
     Claim,
     EventStore,
     as_str,
+    queue_fence,
+    token_ran,
 )
 from tracker.ids import new_uuid7_hex
 from tracker.projections import impressions
@@ -505,8 +505,7 @@ async def _landed(
     for record, event in zip(records, decoded, strict=True):
         token_at = lookup_at = hit = None
         if record.group_token:
-            pipe.set(record.group_token, FENCE, nx=True, ex=FENCE_TTL_S)
-            pipe.get(record.group_token)
+            queue_fence(pipe, record.group_token)
             token_at, n = n + 1, n + 2
         if isinstance(event, events.ImpressionSeen):
             hit = event
@@ -514,12 +513,11 @@ async def _landed(
             lookup_at, n = n, n + 1
         at.append((token_at, lookup_at, hit))
     found = await pipe.execute()
-    fence = FENCE.encode()
     landed = set()
     doubtful: list[tuple[int, events.ImpressionSeen]] = []  # fenced, unknown to the lookup, old
     old = time.time() - TOKEN_MAY_HAVE_EXPIRED_S
     for i, (token_at, lookup_at, hit) in enumerate(at):
-        if (token_at is not None and found[token_at] not in (None, fence)) or (
+        if (token_at is not None and token_ran(found[token_at])) or (
             lookup_at is not None and found[lookup_at]
         ):
             landed.add(i)

@@ -103,6 +103,18 @@ def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def queue_fence(pipe: Any, group_token: str) -> None:
+    """Queue on ``pipe`` the fence of a call's group token (``SET NX``: a call arriving later
+    then changes nothing) and its read-back: two replies, the second for ``token_ran``."""
+    pipe.set(group_token, FENCE, nx=True, ex=FENCE_TTL_S)
+    pipe.get(group_token)
+
+
+def token_ran(saved: Any) -> bool:
+    """Whether a group token's value says its call ran: it holds the call's result, not FENCE."""
+    return saved is not None and as_str(saved) != FENCE
+
+
 # what one script call appends: payload, idempotency key, claim (name, ttl, alternative payload)
 _Item = tuple[bytes, str | None, tuple[str, int, bytes] | None]
 
@@ -469,18 +481,16 @@ class EventStore:
         """Whether the append call with this token ran (within GROUP_TOKEN_TTL_S of it): its
         token holds the call's result. A fenced token (FENCE, set by the spool drainer) means
         it did not, and never will."""
-        saved = await self.client.get(group_token)
-        return saved is not None and as_str(saved) != FENCE
+        return token_ran(await self.client.get(group_token))
 
     async def fence_group(self, group_token: str) -> bool:
         """Settle an uncertain append call for good: True when it ran (its token holds its
         result), False when it had not, and now never will (its token is fenced, as the spool
         drainer fences it). Within GROUP_TOKEN_TTL_S of the call."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(group_token, FENCE, nx=True, ex=FENCE_TTL_S)
-        pipe.get(group_token)
+        queue_fence(pipe, group_token)
         _, saved = await pipe.execute()
-        return saved is not None and as_str(saved) != FENCE
+        return token_ran(saved)
 
     def _expire_overdue(self, now: float) -> None:
         """Fail the submits whose deadline passed (see ``submit``)."""
