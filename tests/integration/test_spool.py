@@ -478,15 +478,20 @@ async def test_the_web_drain_loop_sweeps_temps_with_no_spool_file_to_drain(
 async def test_a_failing_sweep_does_not_stop_the_web_drain_loop(
     store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    swept: list[Path] = []
+
     def broken(directory: Path) -> None:
+        swept.append(directory)
         raise RuntimeError("a bug in the sweep")
 
     monkeypatch.setattr("tracker.http.ingest.remove_stale_temps", broken)
-    evs, records = spooled(2)
-    path = write_file(tmp_path, records)
     stopping = asyncio.Event()
     loop_task = asyncio.create_task(_drain_loop(store, tmp_path, SpoolWriter(tmp_path), stopping))
-    await asyncio.sleep(DRAIN_INTERVAL_S + 0.5)
+    await asyncio.sleep(DRAIN_INTERVAL_S + 0.5)  # the first pass: no spool file, a sweep
+    assert swept == [tmp_path]
+    evs, records = spooled(2)
+    path = write_file(tmp_path, records)  # an outage's spool, after the failed sweep
+    await asyncio.sleep(DRAIN_INTERVAL_S)
     stopping.set()
     await loop_task
     assert not path.exists()

@@ -548,13 +548,13 @@ async def _drain_loop(
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), DRAIN_INTERVAL_S)
-        if time.monotonic() >= next_sweep:  # a crashed writer's empty .tmp, with no spool after it
-            next_sweep = time.monotonic() + STALE_TEMP_S
-            try:
-                await asyncio.to_thread(remove_stale_temps, directory)
-            except Exception:  # a bug: it must not stop the drainer
-                logger.exception("spool_sweep_failed")
         if not spool_files(directory):
+            if time.monotonic() >= next_sweep:  # a crashed writer's .tmp (a drain sweeps too)
+                next_sweep = time.monotonic() + STALE_TEMP_S
+                try:
+                    await asyncio.to_thread(remove_stale_temps, directory)
+                except Exception:  # a bug: it must not stop the drainer
+                    logger.exception("spool_sweep_failed")
             continue
         try:
             report = await drain(store, directory, writer=writer)
