@@ -360,9 +360,8 @@ def spool_files(directory: Path) -> list[Path]:
 def remove_stale_temps(directory: Path) -> None:
     """Remove the empty ``.tmp`` files crashed writers left (see the module docstring); ``drain``
     calls it, and the web's drain loop once every ``STALE_TEMP_S`` while it has nothing to drain.
-    One with bytes in it
-    is no file this build leaves: it stays, for an operator. Never raises: a file that cannot be
-    removed is logged and left."""
+    One with bytes in it is no file this build leaves: it stays, for an operator. Never raises: a
+    file that cannot be removed is logged and left."""
     try:
         temps = [p for p in directory.iterdir() if p.name.endswith(".tmp")]
     except OSError:  # no spool yet (or unreadable: the drain says so)
