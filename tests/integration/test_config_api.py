@@ -371,6 +371,13 @@ async def test_missing_or_bad_token_is_401(api: Client, store: EventStore) -> No
         r = await api.get("/offers", headers=headers)
         assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
         assert r.headers["WWW-Authenticate"].startswith('Bearer realm="tracker"')
+    # a token that is there but malformed is invalid (RFC 6750), not missing
+    for token in ("garbage", "tk_1", h["Authorization"].split(" ", 1)[1] + " extra"):
+        r = await api.get("/offers", headers={"Authorization": f"Bearer {token}"})
+        error = (await r.json())["error"]
+        assert (r.status, error["code"]) == (401, "unauthorized")
+        assert "malformed" in error["message"]
+        assert r.headers["WWW-Authenticate"].endswith('error="invalid_token"')
     xandr = await api.get("/imptracker?id=1", headers={"Authorization": "Basic abc"})
     assert (xandr.status, xandr.headers["WWW-Authenticate"]) == (401, 'Bearer realm="tracker"')
 

@@ -26,8 +26,17 @@ INVALID_TOKEN: Final = {"WWW-Authenticate": 'Bearer realm="tracker", error="inva
 
 async def authenticate(request: web.Request) -> Principal:
     """The caller: 401 when the bearer token is missing, malformed, unknown or revoked."""
-    parsed = auth.token_id_of(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    parsed = auth.token_id_of(header)
     if parsed is None:
+        scheme = (header or "").split(None, 1)[:1]
+        if scheme and scheme[0].lower() == "bearer":  # RFC 6750: malformed is invalid_token
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the bearer token is malformed: send it as `tracker token create` printed it",
+                headers=INVALID_TOKEN,
+            )
         raise ApiError(
             401,
             "unauthorized",
