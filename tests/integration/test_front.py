@@ -304,6 +304,21 @@ async def test_raw_utf8_in_a_pixel_query_still_gets_the_image_and_is_recorded(
     assert event.subs == {"sub1": "café", "sub2": "東京"}
 
 
+async def test_bytes_not_utf8_in_a_pixel_query_still_get_the_image_and_are_recorded(
+    port: int, store: EventStore
+) -> None:
+    # a client writing Latin-1 into the URL (aiohttp's parser would answer 400): the hit is
+    # read with those bytes percent-encoded, recorded malformed, and answered its image
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/imp?aid=1&oid=2&sub1=café&x=\xe9").replace(b"caf\xc3\xa9", b"caf\xe9"))
+    status, _, body = await read_response(reader)
+    writer.close()
+    assert (status, body) == (200, TRANSPARENT_GIF)
+    [event] = await impressions(store)
+    assert (event.verdict, event.reason) == ("not_counted", "malformed_parameters")
+    assert (event.affiliate_id, event.offer_id, event.subs) == ("1", "2", {})
+
+
 async def test_a_request_line_over_the_limit_gets_a_json_4xx(port: int, store: EventStore) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(get("/imp?aid=1&oid=2&sub1=" + "x" * (MAX_LINE + 10)))
@@ -327,7 +342,9 @@ async def test_a_request_line_over_the_limit_gets_a_json_4xx(port: int, store: E
         b"GET /imp HTTP/2.0\r\nHost: t",
         b"GET /imp?aid=1 HTTP/1.1\r\n folded: x",
         b"GET /imp?aid=1 HTTP/1.1\r\nHost : t",
-        b"GET /imp?a\xffb HTTP/1.1\r\nHost: t",
+        b"GET /im\xffp?a HTTP/1.1\r\nHost: t",  # not UTF-8 outside the query
+        b"GET /imp?a HTTP/1.1\r\nHost: t\r\nUser-Agent: \xff",
+        b"GET /imp?a\xffb HTTP/1.1 x\r\nHost: t",
         b"GET /imp?aid=1 HTTP/1.1 extra\r\nHost: t",
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\nContent-Length: 34",  # a bare LF
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\rContent-Length: 34",  # a bare CR
@@ -341,6 +358,13 @@ async def test_a_request_line_over_the_limit_gets_a_json_4xx(port: int, store: E
 )
 def test_parse_head_leaves_anything_unusual_to_aiohttp(raw: bytes) -> None:
     assert parse_head(raw) is None
+
+
+def test_parse_head_reads_bytes_not_utf8_in_the_query_percent_encoded() -> None:
+    head = parse_head(b"GET /imp?a=\xff&b=caf\xc3\xa9\xe9 HTTP/1.1\r\nHost: t\r\nX: \xc3\xa9")
+    assert head is not None
+    assert (head.path, head.raw_query) == ("/imp", "a=%FF&b=caf%C3%A9%E9")
+    assert head.headers == {"host": "t", "x": "é"}
 
 
 def test_parse_head_reads_a_pixel_request() -> None:

@@ -137,13 +137,18 @@ def parse_head(raw: bytes) -> Head | None:
     ``close`` and ``keep-alive``, over ``MAX_HEADERS`` headers, a line over ``MAX_LINE`` bytes,
     a bare CR or LF or another control character (a tab too, though legal in a value: aiohttp
     reads those few), a header name
-    that is not a token, a folded line, bytes that are not UTF-8 (UTF-8 text in the query is
-    fine, in the path not). Strict on purpose: a head both
-    parsers would not read alike could smuggle a request past a proxy in front."""
+    that is not a token, a folded line, bytes that are not UTF-8 outside the query (UTF-8 text
+    in the query is fine, in the path not; other bytes in the query are read percent-encoded, so
+    the hit is recorded with the parameter holding them malformed, and answered its image).
+    Strict on purpose: a head both parsers would not read alike could smuggle a request past a
+    proxy in front."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        escaped = _escape_query(raw)
+        if escaped is None:
+            return None
+        text = escaped
     lines = text.split("\r\n")
     # With the CRLFs gone, any CR, LF or other control character left (a tab too) is not
     # printable: one C pass instead of a regex. Then the number of lines, and the longest (in
@@ -176,6 +181,32 @@ def parse_head(raw: bytes) -> Head | None:
         return None
     keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
     return Head(method, path, query, http10, keep_alive, headers)
+
+
+_NON_ASCII: Final = re.compile(rb"[\x80-\xff]")
+
+
+def _escape_query(raw: bytes) -> str | None:
+    """The head as text with the query's non-ASCII bytes percent-encoded (as a browser sends
+    them), when the bytes that are not UTF-8 are all in the query; else None. Browsers never send
+    such bytes; a client that writes Latin-1 into a URL does, and its hit still gets its image."""
+    line_end = raw.find(b"\r\n")
+    line, rest = (raw, b"") if line_end < 0 else (raw[:line_end], raw[line_end:])
+    query_at, version_at = line.find(b"?"), line.rfind(b" ")
+    if query_at < 0 or version_at < query_at:
+        return None
+    start, query, end = line[:query_at], line[query_at:version_at], line[version_at:]
+    try:
+        return "".join(
+            (
+                start.decode("ascii"),
+                _NON_ASCII.sub(lambda m: b"%%%02X" % m[0][0], query).decode("ascii"),
+                end.decode("ascii"),
+                rest.decode("utf-8"),
+            )
+        )
+    except UnicodeDecodeError:
+        return None
 
 
 def _fields(lines: list[str]) -> tuple[dict[str, str], set[str], int] | None:
