@@ -122,6 +122,18 @@ async def test_the_duplicate_imp_id_claim_lasts_a_day(
     assert await client.ttl(claim) <= ttl  # the duplicate did not extend the window
 
 
+async def test_hits_with_an_unfilled_imp_id_macro_are_all_counted(
+    api: Client, store: EventStore, client: redis.Redis
+) -> None:
+    s = await offer_setup(api, store)
+    url = f"/imp?aid={s['aff']}&oid={s['offer']}&imp_id={{your_affiliate_imp_id}}"
+    for _ in range(3):
+        assert (await api.get(url, headers=BROWSER)).status == 200
+    hits = await logged(store)
+    assert [(e.verdict, e.external_imp_id) for e in hits] == [("counted", "")] * 3
+    assert await client.keys(keys.claim("*", "*")) == []
+
+
 async def test_a_tracker_is_found_by_its_code(api: Client, store: EventStore) -> None:
     t = await tracker_setup(api, store, code="spring-sale")
     known = await api.get("/imptr?code=spring-sale", headers=BROWSER)

@@ -75,8 +75,20 @@ def test_invalid_utf8_is_malformed(bad: str) -> None:
     assert q.problems == (Malformed("sub4", "invalid_encoding"),)
 
 
-def test_undecodable_name_is_malformed() -> None:
-    assert parse_imp("aid=1&oid=2&%FF=1").problems == (Malformed("query", "invalid_encoding"),)
+def test_undecodable_name_is_an_unknown_parameter_and_ignored() -> None:
+    # no known name is undecodable; Xandr and Affise ignore parameters they do not know
+    assert parse_imp("aid=1&oid=2&%FF=1&x%C3=%FF").problems == ()
+    assert parse_imptr("id=1&%FF=1").problems == ()
+
+
+@pytest.mark.parametrize("macro", ["{your_affiliate_imp_id}", "${IMPRESSION_ID}", "[IMP_ID]"])
+def test_unfilled_imp_id_macro_is_no_id(macro: str) -> None:
+    # seed 000 hands out the pixel with placeholders: one left unfilled must not become an id
+    # that every later hit repeats (a duplicate_imp_id for all but the first in 24 h)
+    q = parse_imp(f"aid=1&oid=2&imp_id={macro}")
+    assert (q.external_imp_id, q.problems) == ("", ())
+    q = parse_imp(f"env_id=e&dest_id=d&imp_id={macro}")  # Freshpaint requires one
+    assert (q.external_imp_id, q.problems) == ("", (Malformed("imp_id", "required"),))
 
 
 def test_control_characters_are_malformed() -> None:
@@ -243,8 +255,46 @@ def test_ancost_without_digits_on_one_side_is_read_as_the_decimal_it_is(
 
 
 @pytest.mark.parametrize(
+    ("cost", "stored"),
+    [
+        ("0.30000000000000004", "0.3"),  # a float's digits: rounded to 9 places
+        ("0.0021000000000000003", "0.0021"),
+        ("0.0000000015", "0.000000002"),
+        ("0.0000000001", "0"),
+        ("5e-7", "0.0000005"),  # JavaScript's String(0.0000005)
+        ("2.5E-6", "0.0000025"),
+        ("1e3", "1000"),
+        ("1e%2B3", "1000"),
+        (".5e1", "5"),
+        ("999999999999.999999999", "999999999999.999999999"),
+    ],
+)
+def test_ancost_as_a_program_writes_a_float_is_read_as_its_decimal(cost: str, stored: str) -> None:
+    q = parse_imptr(f"id=1&ancost={cost}")
+    assert (q.media_cost, q.problems) == (stored, ())
+
+
+@pytest.mark.parametrize(
     "cost",
-    ["-1", "1e3", "NaN", "inf", "1,5", "0x10", ".", "1.2.3", "..5", "%EF%BC%95", ".%D9%A5"],
+    [
+        "-1",
+        "-1e3",
+        "NaN",
+        "inf",
+        "1,5",
+        "0x10",
+        ".",
+        "1.2.3",
+        "..5",
+        "%EF%BC%95",
+        ".%D9%A5",
+        "1e",
+        "e5",
+        "1e12",
+        "1e1000",
+        "999999999999.9999999999",  # 10^12 once rounded
+        "1.5E+2",  # "+" is a space in a query
+    ],
 )
 def test_ancost_rejects_anything_else(cost: str) -> None:
     q = parse_imptr(f"id=1&ancost={cost}")

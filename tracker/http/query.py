@@ -9,6 +9,7 @@ percent-encoded): ``redir`` must be cut from the raw string before anything is d
 from __future__ import annotations
 
 import re
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final, Literal
 from urllib.parse import quote, unquote_to_bytes
 
@@ -38,8 +39,13 @@ _LIMITS: Final = {
 }
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# ancost: a plain non-negative decimal, no exponent; ".5" and "5." too (read as 0.5 and 5)
+# ancost: a plain non-negative decimal, stored as given; ".5" and "5." too (read as 0.5 and 5)
 _DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")  # ASCII digits only
+# ... or one a program wrote from a float: more decimals ("0.30000000000000004"), an exponent
+# (JavaScript writes 5e-7): read as the decimal it is, rounded to 9 places, below 10^12
+_FLOAT = re.compile(r"(?:[0-9]{1,40}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})(?:[eE][+-]?[0-9]{1,3})?")
+_NANO: Final = Decimal("1e-9")
+_MAX_COST: Final = Decimal("1e12")
 _MACRO = re.compile(r"\[[A-Z_0-9]+\]|\$\{[A-Za-z_0-9]+\}|%%[A-Za-z_0-9]+%%|\{[a-z_0-9]+\}")
 _REDIR: Final = "redir="
 
@@ -47,7 +53,7 @@ Problem = Literal["required", "too_long", "invalid_encoding", "invalid_value", "
 
 
 class Malformed(msgspec.Struct, frozen=True):
-    parameter: str  # the query parameter's name ("query" when the name itself was undecodable)
+    parameter: str  # the query parameter's name
     problem: Problem
 
 
@@ -110,10 +116,7 @@ def _split(raw: str, known: frozenset[str]) -> tuple[dict[str, str], list[Malfor
         name = raw_name  # the usual case: a plain known name needs no decoding
         if name not in known:
             decoded = _decode(raw_name)
-            if decoded is None:
-                problems.append(Malformed("query", "invalid_encoding"))
-                continue
-            if decoded not in known:
+            if decoded is None or decoded not in known:  # an undecodable name is no known one
                 continue
             name = decoded
         if name in values:
@@ -160,6 +163,8 @@ def _require(values: dict[str, str], problems: list[Malformed], *names: str) -> 
 def parse_imp(raw: str) -> ImpQuery:
     """Parse ``/imp``: Freshpaint when ``env_id`` or ``dest_id`` is given, else Affise."""
     values, problems = _split(raw, _IMP_PARAMS)
+    if _MACRO.fullmatch(values.get("imp_id", "")):  # an ad server left the macro unfilled:
+        del values["imp_id"]  # no id, so no duplicate claim on the macro's text
     freshpaint = not _FRESHPAINT_SET.isdisjoint(values)
     if not freshpaint and problems:
         freshpaint = any(_bad(problems, n) for n in _FRESHPAINT)
@@ -230,8 +235,13 @@ def _media_cost(values: dict[str, str], problems: list[Malformed]) -> str:
     if not cost or _MACRO.fullmatch(cost):  # an ad server that did not fill [ANCOST] in
         return ""
     if not _DECIMAL.fullmatch(cost):
-        problems.append(Malformed("ancost", "invalid_value"))
-        return ""
+        value = Decimal(cost) if _FLOAT.fullmatch(cost) else _MAX_COST
+        if value < _MAX_COST:  # before rounding: 10^999 has no 9 places in Decimal's precision
+            value = value.quantize(_NANO, ROUND_HALF_EVEN)
+        if value >= _MAX_COST:
+            problems.append(Malformed("ancost", "invalid_value"))
+            return ""
+        return f"{value:f}".rstrip("0").removesuffix(".")
     if cost.startswith("."):
         return "0" + cost
     return cost.removesuffix(".")
