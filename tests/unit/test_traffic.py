@@ -50,6 +50,11 @@ BROWSERS = [
     "Chrome/128.0.0.0 YaBrowser/24.10.0.0 Safari/537.36",
     "Mozilla/5.0 (Linux; Android 9; Redmi Note 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Mobile Safari/537.36 OPR/79.0.2254.70000",
+    # apps' own HTTP stacks: an in-app ad's impression link fired natively, a person behind it
+    "okhttp/4.12.0",
+    "Dart/3.3 (dart:io)",
+    "Dalvik/2.1.0 (Linux; U; Android 14; SM-S918B Build/UP1A.231005.007)",
+    "MyGame/2.4.1 CFNetwork/1494.0.7 Darwin/23.4.0",
 ]
 BOT_AGENTS = [
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
@@ -79,7 +84,6 @@ BOT_AGENTS = [
     "Python/3.11 aiohttp/3.10.5",
     "python-httpx/0.27.0",
     "Go-http-client/1.1",
-    "okhttp/4.12.0",
     "Java/17.0.2",
     "Apache-HttpClient/4.5.14 (Java/17.0.9)",
     "PostmanRuntime/7.39.0",
