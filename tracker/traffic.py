@@ -120,9 +120,17 @@ BOTS: Final = BotMatcher(
 )
 
 
+# An iOS app's own HTTP stack names the app first ("Spider%20Solitaire/5.2 CFNetwork/1494.0.7
+# Darwin/23.4.0"): the app's name is no crawler's, whatever words it holds
+_IOS_APP: Final = re.compile(r"[^ ]+ (CFNetwork/.*)", re.DOTALL)
+
+
 def is_bot(user_agent: str) -> bool:
     """A missing user agent counts as a bot: browsers always send one (MRC's general IVT)."""
-    return not user_agent.strip() or BOTS.matches(user_agent)
+    if not user_agent.strip():
+        return True
+    app = _IOS_APP.fullmatch(user_agent)
+    return BOTS.matches(app.group(1) if app else user_agent)
 
 
 def is_prefetch(headers: Mapping[str, str]) -> bool:

@@ -55,6 +55,9 @@ BROWSERS = [
     "Dart/3.3 (dart:io)",
     "Dalvik/2.1.0 (Linux; U; Android 14; SM-S918B Build/UP1A.231005.007)",
     "MyGame/2.4.1 CFNetwork/1494.0.7 Darwin/23.4.0",
+    "Spider%20Solitaire/5.2 CFNetwork/1494.0.7 Darwin/23.4.0",  # an app's name is no crawler's
+    "Ruby%20Rush/3 CFNetwork/1494.0.7 Darwin/23.4.0",
+    "UnityPlayer/2022.3.10f1 (UnityWebRequest/1.0, libcurl/8.1.1-DEV)",
 ]
 BOT_AGENTS = [
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
@@ -84,6 +87,9 @@ BOT_AGENTS = [
     "Python/3.11 aiohttp/3.10.5",
     "python-httpx/0.27.0",
     "Go-http-client/1.1",
+    "Ruby",
+    "libcurl-agent/1.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1) CFNetwork/1494.0.7",  # no app named first
     "Java/17.0.2",
     "Apache-HttpClient/4.5.14 (Java/17.0.9)",
     "PostmanRuntime/7.39.0",
