@@ -345,6 +345,10 @@ async def test_a_request_line_over_the_limit_gets_a_json_4xx(port: int, store: E
         b"GET /im\xffp?a HTTP/1.1\r\nHost: t",  # not UTF-8 outside the query
         b"GET /imp?a HTTP/1.1\r\nHost: t\r\nUser-Agent: \xff",
         b"GET /imp?a\xffb HTTP/1.1 x\r\nHost: t",
+        b"GET /imp?a=\xc2\x85&b=\xff HTTP/1.1\r\nHost: t",  # a control character (NEL) too
+        b"GET /imp?a=\xe2\x80\xa8&b=\xff HTTP/1.1\r\nHost: t",  # U+2028
+        # within MAX_LINE as sent, over it percent-encoded as a browser would send it
+        b"GET /imp?a=" + b"\xe9" * (MAX_LINE // 3 + 10) + b" HTTP/1.1\r\nHost: t",
         b"GET /imp?aid=1 HTTP/1.1 extra\r\nHost: t",
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\nContent-Length: 34",  # a bare LF
         b"GET /imp?q=1 HTTP/1.1\r\nHost: t\r\nX: y\rContent-Length: 34",  # a bare CR

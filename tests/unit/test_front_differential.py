@@ -165,6 +165,15 @@ def test_heads_aiohttp_reads_otherwise_are_handed_off(
     assert _disagreements(HANDED_OFF[name], loop) is None
 
 
+@pytest.mark.parametrize("n", [MAX_LINE // 3 - 40, MAX_LINE // 3 + 10, MAX_LINE - 40])
+def test_a_long_query_not_utf8_is_read_only_as_long_as_percent_encoded_it_fits(
+    n: int, loop: asyncio.AbstractEventLoop
+) -> None:
+    raw = b"GET /imp?a=" + b"\xe9" * n + b" HTTP/1.1\r\nHost: h"
+    assert not _disagreements(raw, loop)
+    assert (parse_head(raw) is None) == (n > MAX_LINE // 3)
+
+
 @pytest.mark.parametrize("raw", AGREED)
 def test_heads_both_read_alike_stay_on_the_lean_path(
     raw: bytes, loop: asyncio.AbstractEventLoop

@@ -148,7 +148,7 @@ def parse_head(raw: bytes) -> Head | None:
         escaped = _escape_query(raw)
         if escaped is None:
             return None
-        text = escaped
+        text, raw = escaped, escaped.encode()  # its lines are measured as a browser sends them
     lines = text.split("\r\n")
     # With the CRLFs gone, any CR, LF or other control character left (a tab too) is not
     # printable: one C pass instead of a regex. Then the number of lines, and the longest (in
@@ -184,6 +184,7 @@ def parse_head(raw: bytes) -> Head | None:
 
 
 _NON_ASCII: Final = re.compile(rb"[\x80-\xff]")
+_UNDECODED: Final = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-ins for bad bytes
 
 
 def _escape_query(raw: bytes) -> str | None:
@@ -196,6 +197,9 @@ def _escape_query(raw: bytes) -> str | None:
     if query_at < 0 or version_at < query_at:
         return None
     start, query, end = line[:query_at], line[query_at:version_at], line[version_at:]
+    # what is UTF-8 in it must be printable (no NEL, no U+2028), as in a head that is all UTF-8
+    if not _UNDECODED.sub("", query.decode("utf-8", "surrogateescape")).isprintable():
+        return None
     try:
         return "".join(
             (
