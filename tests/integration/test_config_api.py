@@ -372,12 +372,22 @@ async def test_missing_or_bad_token_is_401(api: Client, store: EventStore) -> No
         assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
         assert r.headers["WWW-Authenticate"].startswith('Bearer realm="tracker"')
     # a token that is there but malformed is invalid (RFC 6750), not missing
-    for token in ("garbage", "tk_1", h["Authorization"].split(" ", 1)[1] + " extra"):
-        r = await api.get("/offers", headers={"Authorization": f"Bearer {token}"})
+    token = h["Authorization"].split(" ", 1)[1]
+    for malformed in (
+        "Bearer garbage",
+        "bearer\ttk_1",
+        f"Bearer {token} extra",
+    ):
+        r = await api.get("/offers", headers={"Authorization": malformed})
         error = (await r.json())["error"]
         assert (r.status, error["code"]) == (401, "unauthorized")
-        assert "malformed" in error["message"]
+        assert "malformed" in error["message"], malformed
         assert r.headers["WWW-Authenticate"].endswith('error="invalid_token"')
+    r = await api.get("/offers", headers={"Authorization": f"Bearer\xa0{token}"})  # no blank
+    assert r.status == 401
+    r = await api.get("/offers", headers={"Authorization": "Bearer"})  # no token: no error code
+    assert r.headers["WWW-Authenticate"] == 'Bearer realm="tracker"'
+    assert "required" in (await r.json())["error"]["message"]
     xandr = await api.get("/imptracker?id=1", headers={"Authorization": "Basic abc"})
     assert (xandr.status, xandr.headers["WWW-Authenticate"]) == (401, 'Bearer realm="tracker"')
 

@@ -20,7 +20,7 @@ TOKEN_PREFIX: Final = "trk"
 ROLES: Final = ("admin", "advertiser", "affiliate", "publisher")
 TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # the scheme is case-insensitive (RFC 9110 11.1): some clients send "bearer"
-_BEARER_RE: Final = re.compile(r"(?i:Bearer)\s+trk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})\s*")
+_BEARER_RE: Final = re.compile(r"(?i:Bearer)[ \t]+trk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})[ \t]*")
 
 
 class Principal(NamedTuple):
