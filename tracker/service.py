@@ -7,6 +7,7 @@ import contextlib
 import gc
 import signal
 from collections.abc import AsyncIterator
+from typing import Final
 
 import redis.asyncio as redis
 import structlog
@@ -39,8 +40,17 @@ async def resolve_redis_url(settings: Settings) -> str:
     return await wait_for_url_file(settings.data_dir)
 
 
+# On shutdown, how long the appends still in flight may take to get their answers. A hung Redis
+# would otherwise hold the process for each call's timeouts times its retries (minutes). Leaving
+# them is what a crash does: a pixel's hit is in the spool by then (its call fenced when it
+# drains), a batch request was not answered 2xx, an actor's step is re-run after its checkpoint.
+SHUTDOWN_DRAIN_S: Final = 10.0
+
+
 @contextlib.asynccontextmanager
-async def open_store(settings: Settings, url: str) -> AsyncIterator[EventStore]:
+async def open_store(
+    settings: Settings, url: str, *, drain_timeout_s: float = SHUTDOWN_DRAIN_S
+) -> AsyncIterator[EventStore]:
     client: redis.Redis = connect(url)
     try:
         await check_server(client)
@@ -50,7 +60,14 @@ async def open_store(settings: Settings, url: str) -> AsyncIterator[EventStore]:
         await store.check_partitions()
         try:
             yield store
-            await store.drain()
+            try:
+                await asyncio.wait_for(store.drain(), drain_timeout_s)
+            except TimeoutError:
+                logger.warning(
+                    "store_drain_abandoned",
+                    message=f"appends still unanswered after {drain_timeout_s:.0f} s; "
+                    "left as a crash leaves them",
+                )
         finally:
             store.close()
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.factories import impression
 from tests.integration.config_support import FrontTestServer, make_token, ok
 from tracker.config.live import SYNC_TIMEOUT_S
 from tracker.events import ImpressionSeen
@@ -22,6 +23,7 @@ from tracker.eventstore.store import EventStore
 from tracker.http.app import READY_TIMEOUT_S, create_app
 from tracker.http.impressions import LOOKUP_TIMEOUT_S
 from tracker.http.ingest import PIXEL_DEADLINE_S
+from tracker.service import open_store
 from tracker.settings import Settings
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"}
@@ -234,3 +236,24 @@ async def test_readiness_and_lookups_answer_503_while_redis_hangs(
         assert (stranger.status, stranger_body["error"]["code"]) == (503, "config_unavailable")
         assert stranger_s < SYNC_TIMEOUT_S + 1.0
         assert (await api.get("/readyz")).status == 200  # and ready again once Redis answers
+
+
+async def test_shutdown_does_not_wait_for_a_hung_redis(
+    one_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """An append in flight when Redis hangs must not hold the process's shutdown for the
+    call's timeouts and retries (minutes): the store's drain gives up after its deadline."""
+    settings = Settings(data_dir=tmp_path / "var")
+    assert one_server.process is not None
+    try:
+        async with open_store(settings, one_server.url, drain_timeout_s=1.0) as store:
+            await store.append(impression())
+            one_server.process.send_signal(signal.SIGSTOP)
+            appending = asyncio.ensure_future(store.append(impression()))
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+        closed_s = time.monotonic() - started
+    finally:
+        one_server.process.send_signal(signal.SIGCONT)
+    assert closed_s < 3.0, f"shutdown waited {closed_s:.1f} s"
+    assert appending.done()
