@@ -20,9 +20,10 @@ from tracker.events import ImpressionSeen
 from tracker.eventstore.embedded import EmbeddedRedis
 from tracker.eventstore.spool import spool_dir, spool_files
 from tracker.eventstore.store import EventStore
+from tracker.http import ingest
 from tracker.http.app import READY_TIMEOUT_S, create_app
 from tracker.http.impressions import LOOKUP_TIMEOUT_S
-from tracker.http.ingest import PIXEL_DEADLINE_S
+from tracker.http.ingest import DRAIN_INTERVAL_S, PIXEL_DEADLINE_S
 from tracker.service import open_store
 from tracker.settings import Settings
 
@@ -257,3 +258,26 @@ async def test_shutdown_does_not_wait_for_a_hung_redis(
         one_server.process.send_signal(signal.SIGCONT)
     assert closed_s < 3.0, f"shutdown waited {closed_s:.1f} s"
     assert appending.done()
+
+
+async def test_a_drain_pass_stuck_on_a_hung_redis_does_not_hold_the_shutdown(
+    one_server: EmbeddedRedis, one_store: EventStore, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Pixels spooled while Redis hangs, then the web stops: the drain pass that is waiting on
+    Redis is cut short after DRAIN_STOP_S, and its file stays for the next drain."""
+    monkeypatch.setattr(ingest, "DRAIN_STOP_S", 1.0)
+    settings = Settings(data_dir=tmp_path / "var")
+    assert one_server.process is not None
+    try:
+        async with TestClient(FrontTestServer(create_app(one_store, settings))) as api:
+            url = await _setup(api, one_store)
+            one_server.process.send_signal(signal.SIGSTOP)
+            pixel = await api.get(url, headers=BROWSER)  # spooled past the deadline
+            assert pixel.status == 200
+            await asyncio.sleep(2 * DRAIN_INTERVAL_S)  # a drain pass starts and waits on Redis
+            started = time.monotonic()
+        closed_s = time.monotonic() - started
+        assert spool_files(spool_dir(settings.data_dir))
+    finally:
+        one_server.process.send_signal(signal.SIGCONT)
+    assert closed_s < 4.0, f"shutdown waited {closed_s:.1f} s"

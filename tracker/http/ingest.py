@@ -78,6 +78,7 @@ UNKNOWN_TENANT: Final = "-"  # the owner of a hit on an unknown offer / tracker
 MAX_USER_AGENT: Final = 1024
 MAX_REFERER: Final = 2048
 DRAIN_INTERVAL_S: Final = 1.0
+DRAIN_STOP_S: Final = 5.0  # on shutdown, how long a drain pass under way may still run
 SECRET_KEY: Final = f"{keys.PREFIX}:secret"
 # {impression_id} in a redirect target, as typed or with any of its characters percent-encoded
 # (by an ad server): every spelling a redirect signature covers (ids.signing_form decodes them)
@@ -536,7 +537,15 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_drain_loop(store, directory, writer, stopping), name="spool-drain")
     yield
     stopping.set()
-    await task
+    # a pass under way gets DRAIN_STOP_S: with Redis hung it would wait for each file's calls'
+    # timeouts and retries (minutes); a pass cut short leaves its files for the next drain (each
+    # record's key and fenced token keep a second pass from doubling what the first appended)
+    await asyncio.wait({task}, timeout=DRAIN_STOP_S)
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        logger.warning("spool_drain_cut_short", message="its files stay for the next drain")
     await writer.close()
 
 
