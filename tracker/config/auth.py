@@ -21,6 +21,7 @@ ROLES: Final = ("admin", "advertiser", "affiliate", "publisher")
 TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # the scheme is case-insensitive (RFC 9110 11.1): some clients send "bearer"
 _BEARER_RE: Final = re.compile(r"(?i:Bearer)[ \t]+trk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})[ \t]*")
+_ANY_BEARER_RE: Final = re.compile(r"[ \t]*(?i:Bearer)[ \t]+[^ \t].*", re.DOTALL)
 
 
 class Principal(NamedTuple):
@@ -64,6 +65,11 @@ def token_id_of(authorization: str | None) -> tuple[str, str] | None:
     """(token id, secret) from an ``Authorization`` header, or None when it is not ours."""
     match = _BEARER_RE.fullmatch(authorization or "")
     return (match.group(1), match.group(2)) if match else None
+
+
+def names_a_bearer_token(authorization: str | None) -> bool:
+    """Whether the header gives some Bearer token, ours or not (``Bearer`` alone gives none)."""
+    return _ANY_BEARER_RE.fullmatch(authorization or "") is not None
 
 
 def verify(state: ConfigState, token_id: str, secret: str) -> Principal | None:

@@ -5,7 +5,6 @@ Errors are raised as ApiError (JSON envelope); the Xandr handlers translate them
 
 from __future__ import annotations
 
-import re
 from typing import Any, Final
 
 import structlog
@@ -22,7 +21,6 @@ logger = structlog.get_logger()
 
 # A 401 says how to authenticate (RFC 9110 11.6.1; RFC 6750 3 for the error parameter).
 CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="tracker"'}
-_SCHEME_AND_TOKEN: Final = re.compile(r"[ \t]+")
 INVALID_TOKEN: Final = {"WWW-Authenticate": 'Bearer realm="tracker", error="invalid_token"'}
 
 
@@ -31,9 +29,7 @@ async def authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization")
     parsed = auth.token_id_of(header)
     if parsed is None:
-        credentials = _SCHEME_AND_TOKEN.split((header or "").strip(" \t"), maxsplit=1)
-        if len(credentials) == 2 and credentials[0].lower() == "bearer":  # RFC 6750:
-            # a malformed token is an invalid_token; "Bearer" alone is no token at all
+        if auth.names_a_bearer_token(header):  # RFC 6750: a malformed one is an invalid_token
             raise ApiError(
                 401,
                 "unauthorized",
