@@ -34,6 +34,7 @@ from aiohttp.http_exceptions import BadHttpMethod, ContentEncodingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
+from tracker.http import lean_speedups
 from tracker.http.access_log import AccessLog
 from tracker.http.errors import error_code, error_response
 from tracker.http.ingest import APPEND_ERRORS, PIXELS, PendingHit, PixelRequest, Pixels, Recorded
@@ -41,6 +42,7 @@ from tracker.http.pixel import PixelAnswer
 from tracker.http.record import unsupported_encoding
 
 logger = structlog.get_logger()
+_lean = lean_speedups.module()
 
 # The longest pixel URL our parameter limits allow (consent 4,096 + redir 4,096 + subs 8 x 512
 # characters + ids), percent-encoded, stays under MAX_LINE: aiohttp gets the same limit for the
@@ -130,6 +132,16 @@ class Head(NamedTuple):
 
 
 def parse_head(raw: bytes) -> Head | None:
+    """``parse_head_py``'s answer: from the C parser where it reads the head (an ASCII one, the
+    usual), else from ``parse_head_py``."""
+    if _lean is not None:
+        head = _lean.parse_head(raw)
+        if head is not NotImplemented:
+            return cast(Head | None, head)
+    return parse_head_py(raw)
+
+
+def parse_head_py(raw: bytes) -> Head | None:
     """The request line and headers (without the blank line), or None for anything the lean
     path leaves to aiohttp (which answers it, or refuses it with its own 400): not a pixel path,
     not GET/HEAD, not HTTP/1.x, a body or a framing header, an HTTP/1.1 request without exactly one
@@ -181,6 +193,21 @@ def parse_head(raw: bytes) -> Head | None:
         return None
     keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
     return Head(method, path, query, http10, keep_alive, headers)
+
+
+if _lean is not None:  # the C parser reads by the same rules
+    _lean.configure_head(
+        _SPECIAL,
+        _JOINERS,
+        _PATHS,
+        _METHODS,
+        _VERSIONS,
+        Head,
+        _TOKEN_CHARS,
+        MAX_HEADERS,
+        MAX_LINE,
+        (_HAND_OFF, _LENGTH, _CONNECTION, _HOST, _JOINED, _SINGLE),
+    )
 
 
 _NON_ASCII: Final = re.compile(rb"[\x80-\xff]")
