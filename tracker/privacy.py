@@ -57,21 +57,13 @@ class Cookie(msgspec.Struct, frozen=True):
     secure: bool  # True over HTTPS, together with SameSite=None
     http_only: bool = True
 
-    @property
-    def same_site(self) -> str:
-        # Third-party pixels need SameSite=None, which browsers accept only with Secure; plain
-        # HTTP (local development) falls back to Lax, which first-party pages still send.
-        return "None" if self.secure else "Lax"
-
     def header(self) -> str:
         """The ``Set-Cookie`` header value."""
-        parts = [f"{self.name}={self.value}", f"Max-Age={self.max_age_s}", "Path=/"]
-        if self.http_only:
-            parts.append("HttpOnly")
-        parts.append(f"SameSite={self.same_site}")
-        if self.secure:
-            parts.append("Secure")
-        return "; ".join(parts)
+        # Third-party pixels need SameSite=None, which browsers accept only with Secure; plain
+        # HTTP (local development) falls back to Lax, which first-party pages still send.
+        http_only = "; HttpOnly" if self.http_only else ""
+        secure = "; SameSite=None; Secure" if self.secure else "; SameSite=Lax"
+        return f"{self.name}={self.value}; Max-Age={self.max_age_s}; Path=/{http_only}{secure}"
 
 
 def tcf_purpose_1(consent: str) -> bool | None:

@@ -1,7 +1,8 @@
 """The C parsers of the pixel path (``tracker/http/_lean.c``) against their Python references,
 on generated heads and queries: where the C one answers, it answers what the Python one does
 (None, a ``Head``, the values and problems); it leaves only heads with bytes outside ASCII or
-longer than a line may be, and queries outside ASCII, to the Python one. The other tests of
+longer than a line may be, and queries outside ASCII, to the Python one. The C answer writer
+writes the bytes the Python one does. The other tests of
 ``parse_head`` and the query parsers (against aiohttp's parsers, properties of the values) run
 through the C parsers, as the service does."""
 
@@ -14,7 +15,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tracker.http import lean_speedups, query
-from tracker.http.front import MAX_LINE, parse_head_py
+from tracker.http.front import MAX_LINE, Head, parse_head_py, render, render_py
+from tracker.http.pixel import TRANSPARENT_GIF, PixelAnswer, gif_answer
 
 _lean = lean_speedups.module()
 _needs_lean = pytest.mark.skipif(_lean is None, reason="the C parsers are not in use")
@@ -188,3 +190,41 @@ def test_the_c_query_parser_reads_as_the_python_one(raw: str) -> None:
 @given(st.text(max_size=60))
 def test_the_c_query_parser_agrees_on_any_text(raw: str) -> None:
     _split_agrees(raw)
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+_header_text = st.sampled_from(
+    ["X-Impression-Id", "Set-Cookie", "a", "", "caf\u00e9", "1"]
+) | st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
+
+
+@_needs_lean
+@given(
+    st.sampled_from([200, 302, 500, 503]),
+    st.lists(st.tuples(_header_text, _header_text), max_size=70),
+    st.binary(max_size=50),
+    st.sampled_from(["GET", "HEAD"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_the_c_answer_writer_writes_what_the_python_one_does(
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    method: str,
+    http10: bool,
+    keep_alive: bool,
+) -> None:
+    answer = PixelAnswer(status, headers, body)
+    head = Head(method, "/imp", "", http10, keep_alive, {})
+    assert render(answer, head) == render_py(answer, head)
+
+
+@_needs_lean
+def test_the_c_answer_writer_writes_a_pixel_answer() -> None:
+    answer = gif_answer({"X-Impression-Id": "abc"})
+    written = render(answer, Head("GET", "/imp", "", False, True, {}))
+    assert written.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n")
+    assert b"\r\nX-Impression-Id: abc\r\nContent-Length: 43\r\nDate: " in written
+    assert written.endswith(b"\r\nServer: tracker\r\n\r\n" + TRANSPARENT_GIF)

@@ -1,5 +1,5 @@
 /* The pixel hot path's two parsers in C: a request head (front.parse_head) and a query string
- * (query._split), for the common case only. Each returns NotImplemented for anything it does
+ * (query._split), for the common case only; and the answer's bytes (front.render). Each returns NotImplemented for anything it does
  * not read itself (a byte outside ASCII, a head over the line limit): the Python function, the
  * reference, then reads it. What either returns otherwise is what the Python one returns for
  * the same input; tests/unit/test_lean_differential.py checks that on generated input, and the
@@ -472,7 +472,81 @@ error:
     return NULL;
 }
 
+/* front.render's bytes: the status line, "name: value" per header, Content-Length, Date, the
+ * server line, the connection line ("" for none), the blank line, then the body unless this
+ * answers a HEAD. Strings are written as UTF-8, as str.encode() does. */
+static PyObject *
+render(PyObject *self, PyObject *args)
+{
+    PyObject *status_line, *headers, *server_line, *date, *connection, *body;
+    int head_only;
+    if (!PyArg_ParseTuple(args, "UO!UUUSp", &status_line, &PyList_Type, &headers, &server_line,
+                          &date, &connection, &body, &head_only))
+        return NULL;
+    Py_ssize_t n_headers = PyList_GET_SIZE(headers);
+    if (n_headers > 64)
+        return DEFER;  /* front.render_py writes it */
+    const char *name_at[64], *value_at[64];
+    Py_ssize_t name_len[64], value_len[64];
+    Py_ssize_t status_len, server_len, date_len, connection_len;
+    const char *status_p = PyUnicode_AsUTF8AndSize(status_line, &status_len);
+    const char *server_p = PyUnicode_AsUTF8AndSize(server_line, &server_len);
+    const char *date_p = PyUnicode_AsUTF8AndSize(date, &date_len);
+    const char *connection_p = PyUnicode_AsUTF8AndSize(connection, &connection_len);
+    if (!status_p || !server_p || !date_p || !connection_p)
+        return NULL;
+    Py_ssize_t body_len = PyBytes_GET_SIZE(body);
+    char length[32];
+    int length_len = snprintf(length, sizeof length, "Content-Length: %zd\r\n", body_len);
+    Py_ssize_t total = status_len + length_len + 6 + date_len + 2 + server_len + connection_len + 2;
+    for (Py_ssize_t i = 0; i < n_headers; i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "headers must be (name, value) pairs of str");
+            return NULL;
+        }
+        name_at[i] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &name_len[i]);
+        value_at[i] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &value_len[i]);
+        if (!name_at[i] || !value_at[i])
+            return NULL;
+        total += name_len[i] + 2 + value_len[i] + 2;
+    }
+    if (!head_only)
+        total += body_len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(out);
+#define PUT(p, n) (memcpy(w, (p), (size_t)(n)), w += (n))
+    PUT(status_p, status_len);
+    for (Py_ssize_t i = 0; i < n_headers; i++) {
+        PUT(name_at[i], name_len[i]);
+        PUT(": ", 2);
+        PUT(value_at[i], value_len[i]);
+        PUT("\r\n", 2);
+    }
+    PUT(length, length_len);
+    PUT("Date: ", 6);
+    PUT(date_p, date_len);
+    PUT("\r\n", 2);
+    PUT(server_p, server_len);
+    PUT(connection_p, connection_len);
+    PUT("\r\n", 2);
+    if (!head_only)
+        PUT(PyBytes_AS_STRING(body), body_len);
+#undef PUT
+    if (w != PyBytes_AS_STRING(out) + total) {  /* the sizes above and the writes disagree */
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_SystemError, "render() wrote another length than it sized");
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef methods_def[] = {
+    {"render", render, METH_VARARGS, "front.render's bytes."},
     {"configure_head", configure_head, METH_VARARGS, "Set parse_head's rule sets (front.py)."},
     {"parse_head", parse_head, METH_O, "front.parse_head, or NotImplemented."},
     {"split_query", split_query, METH_VARARGS, "query._split, or NotImplemented."},

@@ -18,3 +18,13 @@ def parse_head(raw: bytes, /) -> Any: ...
 def split_query(
     raw: str, known: frozenset[str], limits: dict[str, int], default_limit: int, /
 ) -> tuple[dict[str, str], list[tuple[str, Any]]] | NotImplementedType: ...
+def render(
+    status_line: str,
+    headers: list[tuple[str, str]],
+    server_line: str,
+    date: str,
+    connection: str,
+    body: bytes,
+    head_only: bool,
+    /,
+) -> bytes | NotImplementedType: ...

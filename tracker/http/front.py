@@ -301,24 +301,46 @@ def _status_line(status: int) -> str:
     return line
 
 
+_SERVER_LINE: Final = "Server: tracker\r\n"
+
+
 def render(answer: PixelAnswer, head: Head) -> bytes:
-    """The response's bytes: status line, headers, Content-Length, Date, Server, body."""
-    if not head.keep_alive:
-        connection = "Connection: close\r\n"
-    elif head.http10:
-        connection = "Connection: keep-alive\r\n"
-    else:
-        connection = ""
+    """The response's bytes: status line, headers, Content-Length, Date, Server, body (from the
+    C module when it is built; ``render_py`` is its reference)."""
+    if _lean is not None:
+        data = _lean.render(
+            _status_line(answer.status),
+            answer.headers,
+            _SERVER_LINE,
+            _date(),
+            _connection_line(head),
+            answer.body,
+            head.method == "HEAD",
+        )
+        if data is not NotImplemented:  # over 64 headers: never a pixel's answer
+            return cast(bytes, data)
+    return render_py(answer, head)
+
+
+def render_py(answer: PixelAnswer, head: Head) -> bytes:
     data = "".join(
         [
             _status_line(answer.status),
             *[f"{name}: {value}\r\n" for name, value in answer.headers],
-            f"Content-Length: {len(answer.body)}\r\nDate: {_date()}\r\nServer: tracker\r\n",
-            connection,
+            f"Content-Length: {len(answer.body)}\r\nDate: {_date()}\r\n{_SERVER_LINE}",
+            _connection_line(head),
             "\r\n",
         ]
     ).encode()
     return data if head.method == "HEAD" else data + answer.body
+
+
+def _connection_line(head: Head) -> str:
+    if not head.keep_alive:
+        return "Connection: close\r\n"
+    if head.http10:
+        return "Connection: keep-alive\r\n"
+    return ""
 
 
 _BAD_LINE_BODY: Final = msgspec.json.encode(

@@ -165,7 +165,7 @@ _GDPR_WORDS: Final = {"1": "1", "true": "1", "yes": "1", "0": "0", "false": "0",
 
 
 def _bad(problems: list[Malformed], name: str) -> bool:
-    return any(p.parameter == name for p in problems)
+    return bool(problems) and any(p.parameter == name for p in problems)
 
 
 def _require(values: dict[str, str], problems: list[Malformed], *names: str) -> None:
@@ -177,7 +177,8 @@ def _require(values: dict[str, str], problems: list[Malformed], *names: str) -> 
 def parse_imp(raw: str) -> ImpQuery:
     """Parse ``/imp``: Freshpaint when ``env_id`` or ``dest_id`` is given, else Affise."""
     values, problems = _split(raw, _IMP_PARAMS)
-    if _MACRO.fullmatch(values.get("imp_id", "")):  # an ad server left the macro unfilled:
+    imp_id = values.get("imp_id")
+    if imp_id and _MACRO.fullmatch(imp_id):  # an ad server left the macro unfilled:
         del values["imp_id"]  # no id, so no duplicate claim on the macro's text
     freshpaint = not _FRESHPAINT_SET.isdisjoint(values)
     if not freshpaint and problems:
