@@ -9,12 +9,13 @@ through the C parsers, as the service does."""
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tracker.http import lean_speedups, query
+from tracker.http import front, lean_speedups, query
 from tracker.http.front import MAX_LINE, Head, parse_head_py, render, render_py
 from tracker.http.pixel import TRANSPARENT_GIF, PixelAnswer, gif_answer
 
@@ -218,7 +219,9 @@ def test_the_c_answer_writer_writes_what_the_python_one_does(
 ) -> None:
     answer = PixelAnswer(status, headers, body)
     head = Head(method, "/imp", "", http10, keep_alive, {})
-    assert render(answer, head) == render_py(answer, head)
+    # one Date for both: a second may tick between the two calls
+    with mock.patch.object(front, "_date", return_value="Thu, 03 Dec 2026 22:00:00 GMT"):
+        assert render(answer, head) == render_py(answer, head)
 
 
 @_needs_lean
@@ -228,3 +231,24 @@ def test_the_c_answer_writer_writes_a_pixel_answer() -> None:
     assert written.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n")
     assert b"\r\nX-Impression-Id: abc\r\nContent-Length: 43\r\nDate: " in written
     assert written.endswith(b"\r\nServer: tracker\r\n\r\n" + TRANSPARENT_GIF)
+
+
+@_needs_lean
+def test_the_c_module_refuses_a_head_type_that_is_no_tuple() -> None:
+    """A wrong type here would make parse_head build a broken object (found in review)."""
+    args = (front._SPECIAL, front._JOINERS, front._PATHS, front._METHODS, front._VERSIONS)
+    codes = (
+        front._HAND_OFF,
+        front._LENGTH,
+        front._CONNECTION,
+        front._HOST,
+        front._JOINED,
+        front._SINGLE,
+    )
+    with pytest.raises(TypeError):
+        _lean.configure_head(*args, dict, front._TOKEN_CHARS, 126, 32768, codes)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="max_headers"):
+        _lean.configure_head(*args, Head, front._TOKEN_CHARS, 600, 32768, codes)  # type: ignore[union-attr]
+    assert _lean.parse_head(b"GET /imp HTTP/1.1\r\nHost: t") == Head(  # type: ignore[union-attr]
+        "GET", "/imp", "", False, True, {"host": "t"}
+    )

@@ -39,6 +39,14 @@ configure_head(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "token characters must be ASCII");
         return NULL;
     }
+    if (!PyType_Check(ht) || !PyType_IsSubtype((PyTypeObject *)ht, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the head type must be a tuple subclass");
+        return NULL;
+    }
+    if (mh < 0 || mh + 1 >= MAX_LINES || ml < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_headers is over what the C parser keeps");
+        return NULL;
+    }
     Py_XSETREF(specials, Py_NewRef(sp));
     Py_XSETREF(joiners, Py_NewRef(jo));
     Py_XSETREF(paths, Py_NewRef(pa));
@@ -49,10 +57,6 @@ configure_head(PyObject *self, PyObject *args)
     const Py_UCS1 *t = PyUnicode_1BYTE_DATA(tokens);
     for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(tokens); i++)
         token_char[t[i]] = 1;
-    if (mh + 1 >= MAX_LINES) {
-        PyErr_SetString(PyExc_ValueError, "max_headers is over what the C parser keeps");
-        return NULL;
-    }
     max_headers = mh;
     max_line = ml;
     code_hand_off = ho, code_length = le, code_connection = co;
@@ -498,6 +502,8 @@ render(PyObject *self, PyObject *args)
     Py_ssize_t body_len = PyBytes_GET_SIZE(body);
     char length[32];
     int length_len = snprintf(length, sizeof length, "Content-Length: %zd\r\n", body_len);
+    if (length_len < 0 || length_len >= (int)sizeof length)
+        return DEFER;  /* a body of 10^13 bytes: never a pixel's */
     Py_ssize_t total = status_len + length_len + 6 + date_len + 2 + server_len + connection_len + 2;
     for (Py_ssize_t i = 0; i < n_headers; i++) {
         PyObject *pair = PyList_GET_ITEM(headers, i);
