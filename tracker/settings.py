@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # TRACKER_TRUST_FORWARDED: how many proxies in front append to X-Forwarded-For (0: none, the
     # peer is the client); the client IP is the entry that many from the right
     trust_forwarded: int = 0
+    # TRACKER_PURE_PYTHON: leave the pixel path's C module unused (tracker.http.lean_speedups,
+    # which reads it at import through pure_python_from_env)
+    pure_python: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -65,7 +68,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             secret_key=_get(env, "TRACKER_SECRET_KEY", _secret, ""),
             privacy_policy=_get(env, "TRACKER_PRIVACY_POLICY", _choice(PRIVACY_POLICIES), "strict"),
             trust_forwarded=_get(env, "TRACKER_TRUST_FORWARDED", _hops, 0),
+            pure_python=pure_python_from_env(env),
         )
+
+
+def pure_python_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """TRACKER_PURE_PYTHON alone: read when the pixel modules are imported, before the other
+    settings are (``Settings.from_env`` reads it too, so a bad value stops start-up)."""
+    env = os.environ if environ is None else environ
+    return _get(env, "TRACKER_PURE_PYTHON", _flag, False)
 
 
 def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
@@ -124,6 +135,15 @@ def _secret(raw: str) -> str:
     if len(raw) < 32:
         raise ValueError("expected at least 32 characters (e.g. `openssl rand -hex 32`)")
     return raw
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1 or 0 (or true/false)")
 
 
 def _hops(raw: str) -> int:

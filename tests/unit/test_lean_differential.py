@@ -8,7 +8,6 @@ through the C parsers, as the service does."""
 
 from __future__ import annotations
 
-import os
 from unittest import mock
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from tracker.http import front, lean_speedups, query
 from tracker.http.front import MAX_LINE, Head, parse_head_py, render, render_py
 from tracker.http.pixel import TRANSPARENT_GIF, PixelAnswer, gif_answer
+from tracker.settings import pure_python_from_env
 
 _lean = lean_speedups.module()
 _needs_lean = pytest.mark.skipif(_lean is None, reason="the C parsers are not in use")
@@ -26,7 +26,7 @@ _needs_lean = pytest.mark.skipif(_lean is None, reason="the C parsers are not in
 def test_the_c_parsers_are_built() -> None:
     """A build that failed quietly (``optional=True``: no compiler) must not pass for a tested
     one; ``TRACKER_PURE_PYTHON=1`` is the way to test without them."""
-    if os.environ.get(lean_speedups.PURE_PYTHON_ENV) == "1":
+    if pure_python_from_env():
         pytest.skip("TRACKER_PURE_PYTHON=1")
     assert lean_speedups.in_use(), (
         "tracker.http._lean did not build (a C compiler and Python's headers are needed); "

@@ -36,6 +36,7 @@ def test_values_are_read() -> None:
         ("TRACKER_TRUST_FORWARDED", "maybe"),
         ("TRACKER_TRUST_FORWARDED", "11"),
         ("TRACKER_TRUST_FORWARDED", "-1"),
+        ("TRACKER_PURE_PYTHON", "maybe"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -68,3 +69,10 @@ def test_a_bad_secret_key_is_not_echoed() -> None:
 )
 def test_trust_forwarded_is_a_number_of_proxies(raw: str, hops: int) -> None:
     assert Settings.from_env({"TRACKER_TRUST_FORWARDED": raw}).trust_forwarded == hops
+
+
+@pytest.mark.parametrize(
+    ("raw", "pure"), [("1", True), ("true", True), ("0", False), ("off", False), ("", False)]
+)
+def test_pure_python_is_a_flag(raw: str, pure: bool) -> None:
+    assert Settings.from_env({"TRACKER_PURE_PYTHON": raw}).pure_python is pure

@@ -8,16 +8,20 @@ a silently failed build must not pass for a tested one.
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 
-PURE_PYTHON_ENV = "TRACKER_PURE_PYTHON"
+from tracker.settings import SettingsError, pure_python_from_env
 
 
 def module() -> ModuleType | None:
-    """The C module, or None when it is not built or ``TRACKER_PURE_PYTHON=1``."""
-    if os.environ.get(PURE_PYTHON_ENV, "") == "1":
-        return None
+    """The C module, or None when it is not built or ``TRACKER_PURE_PYTHON`` says not to use it.
+    A bad value is not refused here, at import: ``Settings.from_env`` refuses it at start-up,
+    naming the variable."""
+    try:
+        if pure_python_from_env():
+            return None
+    except SettingsError:
+        pass
     try:
         from tracker.http import _lean
     except ImportError:
