@@ -273,52 +273,57 @@ parse_head(PyObject *self, PyObject *arg)
     Py_ssize_t target_len = sp2 - target, version_len = p + first - version;
     const char *question = memchr(target, '?', (size_t)target_len);
     Py_ssize_t path_len = question ? question - target : target_len;
+    /* method and path are made once: checked against the rule sets, then kept in the Head */
+    PyObject *method = NULL, *path = NULL, *query = NULL, *headers = NULL, *head = NULL;
+    PyObject *fields = NULL, *args = NULL;
     int ok;
-    if ((ok = in_set(paths, target, path_len)) <= 0)
-        return ok < 0 ? NULL : Py_NewRef(Py_None);
-    if ((ok = in_set(methods, p, sp1 - p)) <= 0)
-        return ok < 0 ? NULL : Py_NewRef(Py_None);
-    if ((ok = in_set(versions, version, version_len)) <= 0)
-        return ok < 0 ? NULL : Py_NewRef(Py_None);
-    if (memchr(target, '#', (size_t)target_len) != NULL)
-        Py_RETURN_NONE;
-    PyObject *headers = PyDict_New();
-    if (headers == NULL)
-        return NULL;
+    if ((path = ascii_str(target, path_len)) == NULL || (ok = PySet_Contains(paths, path)) < 0)
+        goto done;
+    if (!ok)
+        goto refuse;
+    if ((method = ascii_str(p, sp1 - p)) == NULL || (ok = PySet_Contains(methods, method)) < 0)
+        goto done;
+    if (!ok)
+        goto refuse;
+    if ((ok = in_set(versions, version, version_len)) < 0)
+        goto done;
+    if (!ok || memchr(target, '#', (size_t)target_len) != NULL)
+        goto refuse;
+    if ((headers = PyDict_New()) == NULL)
+        goto done;
     int hosts = 0, close = 0, keep_alive = 0;
     for (Py_ssize_t line = 1; line < lines; line++) {
         Py_ssize_t at = ends[line - 1] + 2;
         int r = header_line(headers, p + at, ends[line] - at, &hosts, &close, &keep_alive);
-        if (r <= 0) {
-            Py_DECREF(headers);
-            return r < 0 ? NULL : Py_NewRef(Py_None);
-        }
+        if (r < 0)
+            goto done;
+        if (r == 0)
+            goto refuse;
     }
     int http10 = version_len == 8 && memcmp(version, "HTTP/1.0", 8) == 0;
-    if (hosts > 1 || (!http10 && hosts != 1) || (http10 && close && keep_alive)) {
-        Py_DECREF(headers);
-        Py_RETURN_NONE;
-    }
+    if (hosts > 1 || (!http10 && hosts != 1) || (http10 && close && keep_alive))
+        goto refuse;
     int alive = http10 ? keep_alive : !close;
-    PyObject *method = ascii_str(p, sp1 - p);
-    PyObject *path = ascii_str(target, path_len);
-    PyObject *query = question ? ascii_str(question + 1, target + target_len - question - 1)
-                               : PyUnicode_New(0, 0);
-    PyObject *fields = NULL, *args = NULL, *head = NULL;
-    if (method && path && query) {
-        fields = PyTuple_Pack(6, method, path, query, http10 ? Py_True : Py_False,
-                              alive ? Py_True : Py_False, headers);
-        if (fields != NULL)
-            args = PyTuple_Pack(1, fields);
-        if (args != NULL)  /* tuple.__new__(Head, fields), as Head._make does */
-            head = PyTuple_Type.tp_new((PyTypeObject *)head_type, args, NULL);
-    }
+    query = question ? ascii_str(question + 1, target + target_len - question - 1)
+                     : PyUnicode_New(0, 0);
+    if (query == NULL)
+        goto done;
+    fields = PyTuple_Pack(6, method, path, query, http10 ? Py_True : Py_False,
+                          alive ? Py_True : Py_False, headers);
+    if (fields != NULL)
+        args = PyTuple_Pack(1, fields);
+    if (args != NULL)  /* tuple.__new__(Head, fields), as Head._make does */
+        head = PyTuple_Type.tp_new((PyTypeObject *)head_type, args, NULL);
+    goto done;
+refuse:  /* parse_head_py's None: the head goes to aiohttp */
+    head = Py_NewRef(Py_None);
+done:
     Py_XDECREF(method);
     Py_XDECREF(path);
     Py_XDECREF(query);
+    Py_XDECREF(headers);
     Py_XDECREF(fields);
     Py_XDECREF(args);
-    Py_DECREF(headers);
     return head;
 }
 
