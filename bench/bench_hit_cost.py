@@ -173,8 +173,8 @@ def main() -> None:
     if args.inner:
         _inner(int(args.inner[0]), args.inner[1])
         return
-    if args.base % CONNECTIONS or args.hits % CONNECTIONS:
-        parser.error(f"--base and --hits must be multiples of {CONNECTIONS}")
+    if args.base < 0 or args.hits <= 0 or args.base % CONNECTIONS or args.hits % CONNECTIONS:
+        parser.error(f"--base (0 or more) and --hits (over 0) must be multiples of {CONNECTIONS}")
     valgrind = _valgrind()
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt install valgrind)")
