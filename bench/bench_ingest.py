@@ -202,6 +202,16 @@ def cpu_seconds(pid: int, *, kernel_only: bool = False) -> float:
     return (stime if kernel_only else utime + stime) / _CLK_TCK
 
 
+def rss_bytes(pid: int) -> int:
+    """A live process's resident set (0 once gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found.group(1)) * 1024 if found else 0
+
+
 def children_of(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -1226,9 +1236,20 @@ async def paired_imp(ctx: Ctx, script: Path) -> list[PixelRun]:
         nginx = await nginx_run(ctx, script) if ctx.args.nginx else None
         profile = ctx.args.profile and i == ctx.args.pixel_repeat - 1
         imp = await tracker_run(ctx, "imp_warning", ctx.imp_path, "affise", script, profile, paused)
+        imp.extra["web_rss_mb"] = round(sum(rss_bytes(p.pid) for p in ctx.webs) / 2**20, 1)
         pairs.append((nginx, imp))
     best_imp = max((imp for _, imp in pairs), key=lambda r: r.wrk.per_s)
     best_imp.extra["runs_per_s"] = [round(imp.wrk.per_s) for _, imp in pairs]
+    # each run's web CPU a request (µs; kernel part): does a slow run cost more, or wait more?
+    best_imp.extra["runs_web_us"] = [
+        [
+            round(i.cpu_s["web"] / n * 1e6, 1),
+            round(i.cpu_s["web_kernel"] / n * 1e6, 1),
+            i.extra["web_rss_mb"],
+        ]
+        for _, i in pairs
+        if (n := max(1, i.wrk.requests))
+    ]
     if best_imp.extra.get("profile") is None:  # the profiled run was not the fastest
         profiled = next((imp for _, imp in pairs if imp.extra.get("profile")), None)
         if profiled is not None:
@@ -1238,6 +1259,9 @@ async def paired_imp(ctx: Ctx, script: Path) -> list[PixelRun]:
     if nginx_runs:
         best_nginx = max(nginx_runs, key=lambda r: r.wrk.per_s)
         best_nginx.extra["runs_per_s"] = [round(n.wrk.per_s) for n in nginx_runs]
+        best_nginx.extra["runs_nginx_us"] = [
+            round(n.cpu_s.get("nginx", 0.0) / max(1, n.wrk.requests) * 1e6, 1) for n in nginx_runs
+        ]
         best_imp.extra["pair_ratios"] = [
             round(imp.wrk.per_s / n.wrk.per_s, 3) for n, imp in pairs if n is not None
         ]
@@ -1351,6 +1375,17 @@ def print_pixel(cfg: dict[str, Any], runs: list[PixelRun]) -> None:
                 f"pair {', '.join(f'{v:.3f}' for v in imp.extra['pair_ratios'])}"
             )
         print(f"{line}; the fastest of each side counts")
+        if imp.extra.get("runs_web_us"):
+            each = ", ".join(
+                f"{us:.0f} ({kernel:.0f}; {rss:.0f} MB)"
+                for us, kernel, rss in imp.extra["runs_web_us"]
+            )
+            print(
+                f"/imp web CPU µs a request per run (kernel part; web processes' RSS after): {each}"
+            )
+        if nginx is not None and nginx.extra.get("runs_nginx_us"):
+            each = ", ".join(f"{us:.0f}" for us in nginx.extra["runs_nginx_us"])
+            print(f"nginx CPU µs a request per run: {each}")
     print(
         f"every tracker request is an ImpressionSeen in the log (in log >= requests; all "
         f"counted); bar {PIXEL_BAR:.2f}x nginx, aim {PIXEL_AIM:.2f}x"
