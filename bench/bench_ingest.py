@@ -2,10 +2,10 @@
 
 1. Pixel: ``wrk`` against ``GET /imp`` and ``GET /imptr`` served by two ``python -m tracker web``
    processes on one port (``SO_REUSEPORT``) with the projector actor running, next to nginx
-   ``empty_gif`` with ``access_log`` on, same wrk parameters; nginx and ``/imp`` alternate
-   ``--pixel-repeat`` times and the fastest run of each side counts. Once with the web processes
-   at log level ``warning`` (no per-request line) and once at ``info`` (the canonical request log
-   line).
+   ``empty_gif`` with ``access_log`` on, same wrk parameters; nginx, ``/imp`` and ``/imptr``
+   alternate ``--pixel-repeat`` times and the fastest run of each side counts. Once with the web
+   processes at log level ``warning`` (no per-request line) and once at ``info`` (the canonical
+   request log line).
 2. Batch: 5,000-item ``POST /publisher.v1/impression/record`` requests with idempotency keys from
    several concurrent clients, next to ``redis-benchmark -P 64 XADD`` of a payload of the same size.
 3. Lag: ``/imp`` driven at half of the measured maximum; for a sample of responses, the time from
@@ -1204,69 +1204,93 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 # -- the run ----------------------------------------------------------------------------------
 
 
-async def pixel_phase(ctx: Ctx, script: Path, level: str, *, imp: bool = True) -> list[PixelRun]:
-    """/imp (unless ``imp`` is False: ``paired_imp`` measured it), /imptr, and /imp with the
+async def pixel_phase(
+    ctx: Ctx, script: Path, level: str, *, paired: bool = False
+) -> list[PixelRun]:
+    """/imp and /imptr (unless ``paired``: ``paired_pixels`` measured them), and /imp with the
     projector running, at log level ``level``."""
     if ctx.level != level or not ctx.webs:
         await start_webs(ctx, level)
     profile = ctx.args.profile and level == "warning"
     paused = ctx.args.pause_projector
     runs = []
-    if imp:
+    if not paired:
         runs.append(
             await tracker_run(ctx, f"imp_{level}", ctx.imp_path, "affise", script, profile, paused)
         )
-    runs.append(
-        await tracker_run(ctx, f"imptr_{level}", ctx.imptr_path, "xandr", script, False, paused)
-    )
+        runs.append(
+            await tracker_run(ctx, f"imptr_{level}", ctx.imptr_path, "xandr", script, False, paused)
+        )
     if ctx.args.projector_run and paused:  # the same /imp with the projector folding alongside
         key = f"imp_{level}_projector"
         runs.append(await tracker_run(ctx, key, ctx.imp_path, "affise", script, paused=False))
     return runs
 
 
-async def paired_imp(ctx: Ctx, script: Path) -> list[PixelRun]:
-    """nginx and the tracker's /imp (log level warning) alternated ``--pixel-repeat`` times, so
-    both sides see the machine in the same states (on a shared VM, its speed drifts by tens of
-    percent within minutes); the fastest run of each side counts, as in the batch phase, and
-    each pair's ratio is reported beside it."""
+async def paired_pixels(ctx: Ctx, script: Path) -> list[PixelRun]:
+    """nginx, the tracker's /imp and its /imptr (log level warning) alternated
+    ``--pixel-repeat`` times, so every side sees the machine in the same states (on a shared VM,
+    its speed drifts by tens of percent within minutes); the fastest run of each side counts, as
+    in the batch phase, and each round's ratio is reported beside it. /imptr has the same bar as
+    /imp, so it is measured the same way."""
     paused = ctx.args.pause_projector
-    pairs: list[tuple[PixelRun | None, PixelRun]] = []
+    rounds: list[tuple[PixelRun | None, PixelRun, PixelRun]] = []
     for i in range(ctx.args.pixel_repeat):
         nginx = await nginx_run(ctx, script) if ctx.args.nginx else None
         profile = ctx.args.profile and i == ctx.args.pixel_repeat - 1
         imp = await tracker_run(ctx, "imp_warning", ctx.imp_path, "affise", script, profile, paused)
-        imp.extra["web_rss_mb"] = round(sum(rss_bytes(p.pid) for p in ctx.webs) / 2**20, 1)
-        pairs.append((nginx, imp))
-    best_imp = max((imp for _, imp in pairs), key=lambda r: r.wrk.per_s)
-    best_imp.extra["runs_per_s"] = [round(imp.wrk.per_s) for _, imp in pairs]
-    # each run's web CPU a request (µs; kernel part): does a slow run cost more, or wait more?
-    best_imp.extra["runs_web_us"] = [
-        [
-            round(i.cpu_s["web"] / n * 1e6, 1),
-            round(i.cpu_s["web_kernel"] / n * 1e6, 1),
-            i.extra["web_rss_mb"],
-        ]
-        for _, i in pairs
-        if (n := max(1, i.wrk.requests))
+        imp.extra["web_rss_mb"] = web_rss_mb(ctx)
+        imptr = await tracker_run(
+            ctx, "imptr_warning", ctx.imptr_path, "xandr", script, False, paused
+        )
+        imptr.extra["web_rss_mb"] = web_rss_mb(ctx)
+        rounds.append((nginx, imp, imptr))
+    nginx_runs = [n for n, _, _ in rounds if n is not None]
+    nginx_each = [n for n, _, _ in rounds] if nginx_runs else None
+    runs = [
+        best_of([imp for _, imp, _ in rounds], nginx_each),
+        best_of([imptr for _, _, imptr in rounds], nginx_each),
     ]
+    best_imp = runs[0]
     if best_imp.extra.get("profile") is None:  # the profiled run was not the fastest
-        profiled = next((imp for _, imp in pairs if imp.extra.get("profile")), None)
+        profiled = next((imp for _, imp, _ in rounds if imp.extra.get("profile")), None)
         if profiled is not None:
             best_imp.extra["profile"] = profiled.extra["profile"]
-    runs = [best_imp]
-    nginx_runs = [n for n, _ in pairs if n is not None]
     if nginx_runs:
         best_nginx = max(nginx_runs, key=lambda r: r.wrk.per_s)
         best_nginx.extra["runs_per_s"] = [round(n.wrk.per_s) for n in nginx_runs]
         best_nginx.extra["runs_nginx_us"] = [
             round(n.cpu_s.get("nginx", 0.0) / max(1, n.wrk.requests) * 1e6, 1) for n in nginx_runs
         ]
-        best_imp.extra["pair_ratios"] = [
-            round(imp.wrk.per_s / n.wrk.per_s, 3) for n, imp in pairs if n is not None
-        ]
         runs.insert(0, best_nginx)
     return runs
+
+
+def web_rss_mb(ctx: Ctx) -> float:
+    return round(sum(rss_bytes(p.pid) for p in ctx.webs) / 2**20, 1)
+
+
+def best_of(side: list[PixelRun], nginx: list[PixelRun | None] | None) -> PixelRun:
+    """The fastest of one side's runs, carrying every run's rate, web CPU a request (with its
+    kernel part: does a slow run cost more, or wait more?) and, beside nginx, each round's ratio."""
+    best = max(side, key=lambda r: r.wrk.per_s)
+    best.extra["runs_per_s"] = [round(r.wrk.per_s) for r in side]
+    best.extra["runs_web_us"] = [
+        [
+            round(r.cpu_s["web"] / n * 1e6, 1),
+            round(r.cpu_s["web_kernel"] / n * 1e6, 1),
+            r.extra["web_rss_mb"],
+        ]
+        for r in side
+        if (n := max(1, r.wrk.requests))
+    ]
+    if nginx is not None:
+        best.extra["pair_ratios"] = [
+            round(r.wrk.per_s / n.wrk.per_s, 3)
+            for n, r in zip(nginx, side, strict=True)
+            if n is not None
+        ]
+    return best
 
 
 async def run(ctx: Ctx) -> dict[str, Any]:
@@ -1283,10 +1307,10 @@ async def run(ctx: Ctx) -> dict[str, Any]:
     script.write_text(WRK_DONE_LUA)
     runs: list[PixelRun] = []
     if args.wrk and args.pixel:
-        runs += await paired_imp(ctx, script)
+        runs += await paired_pixels(ctx, script)
         if args.floor:
             runs.append(await floor_run(ctx, script))
-        runs += await pixel_phase(ctx, script, "warning", imp=False)
+        runs += await pixel_phase(ctx, script, "warning", paired=True)
         # the whole system's maximum on these cores: with the projector folding alongside
         by_key = {r.key: r for r in runs}
         full = by_key.get("imp_warning_projector") or by_key["imp_warning"]
@@ -1365,31 +1389,33 @@ def print_pixel(cfg: dict[str, Any], runs: list[PixelRun]) -> None:
             f"{r.wrk.requests:>9,} {in_log:>9} {ratio:>7} {server_us(r):>10.0f} "
             f"{per_script:>9}  {cpu_text(r.cpu_s)}{mark}"
         )
-    imp = next((r for r in runs if r.key == "imp_warning"), None)
-    if imp is not None and len(imp.extra.get("runs_per_s", [])) > 1:
-        line = f"/imp runs/s {', '.join(f'{v:,}' for v in imp.extra['runs_per_s'])}"
-        if nginx is not None and imp.extra.get("pair_ratios"):
-            line = (
-                f"nginx and /imp alternated: nginx runs/s "
-                f"{', '.join(f'{v:,}' for v in nginx.extra['runs_per_s'])}; {line}; ratio per "
-                f"pair {', '.join(f'{v:.3f}' for v in imp.extra['pair_ratios'])}"
-            )
-        print(f"{line}; the fastest of each side counts")
-        if imp.extra.get("runs_web_us"):
-            each = ", ".join(
-                f"{us:.0f} ({kernel:.0f}; {rss:.0f} MB)"
-                for us, kernel, rss in imp.extra["runs_web_us"]
-            )
-            print(
-                f"/imp web CPU µs a request per run (kernel part; web processes' RSS after): {each}"
-            )
-        if nginx is not None and nginx.extra.get("runs_nginx_us"):
-            each = ", ".join(f"{us:.0f}" for us in nginx.extra["runs_nginx_us"])
-            print(f"nginx CPU µs a request per run: {each}")
+    for key, path in (("imp_warning", "/imp"), ("imptr_warning", "/imptr")):
+        print_rounds(next((r for r in runs if r.key == key), None), path, nginx)
+    if nginx is not None and nginx.extra.get("runs_nginx_us"):
+        each = ", ".join(f"{us:.0f}" for us in nginx.extra["runs_nginx_us"])
+        print(f"nginx CPU µs a request per run: {each}")
     print(
         f"every tracker request is an ImpressionSeen in the log (in log >= requests; all "
         f"counted); bar {PIXEL_BAR:.2f}x nginx, aim {PIXEL_AIM:.2f}x"
     )
+
+
+def print_rounds(run: PixelRun | None, path: str, nginx: PixelRun | None) -> None:
+    """A side measured in alternation with nginx: every run's rate and web CPU a request."""
+    if run is None or len(run.extra.get("runs_per_s", [])) < 2:
+        return
+    line = f"{path} runs/s {', '.join(f'{v:,}' for v in run.extra['runs_per_s'])}"
+    if nginx is not None and run.extra.get("pair_ratios"):
+        line = (
+            f"nginx and {path} alternated: nginx runs/s "
+            f"{', '.join(f'{v:,}' for v in nginx.extra['runs_per_s'])}; {line}; ratio per "
+            f"round {', '.join(f'{v:.3f}' for v in run.extra['pair_ratios'])}"
+        )
+    print(f"{line}; the fastest of each side counts")
+    each = ", ".join(
+        f"{us:.0f} ({kernel:.0f}; {rss:.0f} MB)" for us, kernel, rss in run.extra["runs_web_us"]
+    )
+    print(f"{path} web CPU µs a request per run (kernel part; web processes' RSS after): {each}")
 
 
 def print_profile(r: PixelRun) -> None:
