@@ -202,6 +202,13 @@ def cpu_seconds(pid: int, *, kernel_only: bool = False) -> float:
     return (stime if kernel_only else utime + stime) / _CLK_TCK
 
 
+def exit_text(returncode: int | None) -> str:
+    """``exit status 1``, or ``killed by SIGTERM`` (a negative return code)."""
+    if returncode is not None and returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit status {returncode}"
+
+
 def rss_bytes(pid: int) -> int:
     """A live process's resident set (0 once gone)."""
     try:
@@ -561,7 +568,10 @@ async def until_projected(ctx: Ctx) -> float:
         if not behind:
             return time.monotonic() - started
         if ctx.projector is not None and ctx.projector.poll() is not None:
-            raise BenchFailed(f"the projector exited: {tail_of(ctx.tmp / 'projector.log')}")
+            raise BenchFailed(
+                f"the projector exited ({exit_text(ctx.projector.returncode)}): "
+                f"{tail_of(ctx.tmp / 'projector.log')}"
+            )
         if time.monotonic() - started > SETTLE_TIMEOUT_S:
             raise BenchFailed(f"the projector did not catch up within {SETTLE_TIMEOUT_S:.0f} s")
         await asyncio.sleep(0.1)
