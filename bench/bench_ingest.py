@@ -1559,7 +1559,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--pixel-repeat",
         type=int,
         default=3,
-        help="nginx and /imp runs, alternated (the fastest of each side counts)",
+        help="rounds of nginx, /imp and /imptr runs, alternated (the fastest of each side counts)",
     )
     p.add_argument("--partitions", type=int, default=4, help="TRACKER_PARTITIONS")
     p.add_argument(
