@@ -1269,9 +1269,7 @@ async def paired_pixels(ctx: Ctx, script: Path) -> list[PixelRun]:
     if nginx_runs:
         best_nginx = max(nginx_runs, key=lambda r: r.wrk.per_s)
         best_nginx.extra["runs_per_s"] = [round(n.wrk.per_s) for n in nginx_runs]
-        best_nginx.extra["runs_nginx_us"] = [
-            round(n.cpu_s.get("nginx", 0.0) / max(1, n.wrk.requests) * 1e6, 1) for n in nginx_runs
-        ]
+        best_nginx.extra["runs_nginx_us"] = [round(server_us(n), 1) for n in nginx_runs]
         runs.insert(0, best_nginx)
     return runs
 
@@ -1287,12 +1285,11 @@ def best_of(side: list[PixelRun], nginx: list[PixelRun | None] | None) -> PixelR
     best.extra["runs_per_s"] = [round(r.wrk.per_s) for r in side]
     best.extra["runs_web_us"] = [
         [
-            round(r.cpu_s["web"] / n * 1e6, 1),
-            round(r.cpu_s["web_kernel"] / n * 1e6, 1),
+            round(server_us(r), 1),
+            round(r.cpu_s["web_kernel"] / max(1, r.wrk.requests) * 1e6, 1),
             r.extra["web_rss_mb"],
         ]
         for r in side
-        if (n := max(1, r.wrk.requests))
     ]
     if nginx is not None:
         best.extra["pair_ratios"] = [

@@ -137,11 +137,15 @@ def _secret(raw: str) -> str:
     return raw
 
 
+_YES: Final = ("true", "yes", "on")
+_NO: Final = ("false", "no", "off")
+
+
 def _flag(raw: str) -> bool:
     value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
+    if value == "1" or value in _YES:
         return True
-    if value in ("0", "false", "no", "off"):
+    if value == "0" or value in _NO:
         return False
     raise ValueError("expected 1 or 0 (or true/false)")
 
@@ -149,9 +153,9 @@ def _flag(raw: str) -> bool:
 def _hops(raw: str) -> int:
     """A number of trusted proxies, 0..10; the flags true/yes/on and false/no/off mean 1 and 0."""
     value = raw.strip().lower()
-    if value in ("true", "yes", "on"):
+    if value in _YES:
         return 1
-    if value in ("false", "no", "off"):
+    if value in _NO:
         return 0
     if not value.isdigit() or int(value) > 10:
         raise ValueError("expected the number of proxies in front, 0..10 (or true/false)")

@@ -1,9 +1,9 @@
-/* The pixel hot path's two parsers in C: a request head (front.parse_head) and a query string
- * (query._split), for the common case only; and the answer's bytes (front.render). Each returns NotImplemented for anything it does
- * not read itself (a byte outside ASCII, a head over the line limit): the Python function, the
- * reference, then reads it. What either returns otherwise is what the Python one returns for
- * the same input; tests/unit/test_lean_differential.py checks that on generated input, and the
- * whole suite runs with this module in place.
+/* The pixel hot path's two parsers in C, a request head (front.parse_head) and a query string
+ * (query._split), for the common case only; and its answer writer (front.render). Each returns
+ * NotImplemented for anything it does not read itself (a byte outside ASCII, a head over the
+ * line limit): the Python function, the reference, then reads it. What either returns otherwise
+ * is what the Python one returns for the same input; tests/unit/test_lean_differential.py checks
+ * that on generated input, and the whole suite runs with this module in place.
  *
  * Every rule set (header names, paths, methods, versions, parameter names, limits) comes from the
  * Python modules through configure_head() and the arguments: only the grammar is written here.
