@@ -33,12 +33,17 @@ def test_a_packed_tail_continues_the_command() -> None:
 
 def test_the_append_path_packs_its_events_as_the_general_packer_does() -> None:
     items = [(b'{"a":1}', None, None), (b"\x00\xff", "batch:t:k\u00e9", None)]
-    packed = _packed_events(items)
+    packed = _packed_events(items, plain=False)
     assert packed is not None
     assert pack(("EVALSHA",), packed, 6) == pack(
         ("EVALSHA", "", "", b'{"a":1}', "batch:t:k\u00e9", "", b"\x00\xff")
     )
-    assert _packed_events([*items, (b"{}", None, ("imp:o:x", 60, b"{}"))]) is None  # a claim
+    claimed = [*items, (b"{}", None, ("imp:o:x", 60, b"{}"))]
+    assert _packed_events(claimed, plain=False) is None
+    plain = [(b'{"a":1}', None, None), (b"\x00\xff", None, None)]  # APPEND_PLAIN: payloads only
+    packed = _packed_events(plain, plain=True)
+    assert packed is not None
+    assert pack(("EVALSHA",), packed, 2) == pack(("EVALSHA", b'{"a":1}', b"\x00\xff"))
 
 
 async def test_concurrent_calls_get_their_own_replies_in_order(client: redis.Redis) -> None:

@@ -96,6 +96,43 @@ async def test_failure_fails_only_its_callers(store: EventStore, client: redis.R
     assert others == sum(store.partition_of(e) != victim for e in events)
 
 
+@pytest.mark.parametrize("path", ["pipe", "redis-py"])
+async def test_groups_with_and_without_keys_append_alike(
+    store: EventStore, client: redis.Redis, path: str
+) -> None:
+    """A group with no key or claim (a pixel's) goes through APPEND_PLAIN, one with a key through
+    APPEND: each caller gets its own entry, in order, whichever script and connection."""
+    if path == "redis-py":
+        store._pipe = None  # as for rediss:// URLs
+    plain = [impression(key="k-0") for _ in range(12)]  # all routed to the key's partition
+    keyed = [impression(key="k-0") for _ in range(3)]
+    part = store.partition_of(plain[0])
+    assert {store.partition_of(e) for e in plain + keyed} == {part}
+    first = await asyncio.gather(*(store.append(e) for e in plain))
+    mixed = await asyncio.gather(
+        store.append(keyed[0], idempotency_key="k-0"),
+        store.append(keyed[1]),
+        store.append(keyed[2], idempotency_key="k-0"),
+    )
+    assert [r.duplicate for r in mixed] == [False, False, True]
+    stored = await store.read(part, count=100)
+    assert [s.event for s in stored] == plain + keyed[:2]
+    assert [s.entry_id for s in stored] == [r.entry_id for r in [*first, *mixed[:2]]]
+    assert mixed[2].entry_id == mixed[0].entry_id
+
+
+async def test_a_plain_group_on_a_wrong_type_fails_and_writes_nothing(
+    store: EventStore, client: redis.Redis
+) -> None:
+    events = [impression(key="one-partition") for _ in range(5)]
+    part = store.partition_of(events[0])
+    await client.set(keys.stream(part), "x")  # the stream's key holds a string
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        await asyncio.gather(*(store.append(e) for e in events))
+    assert await client.get(keys.stream(part)) == b"x"
+    assert await client.keys(keys.group_token(part, "*")) == []  # no token: the call wrote nothing
+
+
 async def test_partition_of_follows_the_documented_rules(store: EventStore) -> None:
     imp = impression(impression_id="c" * 32)
     assert store.partition_of(configured()) == keys.CONFIG

@@ -167,10 +167,18 @@ class _Script:
         return await client.evalsha(self.sha, len(keys_), *keys_, *args)  # type: ignore[arg-type]
 
 
-def _packed_events(items: Sequence[_Item]) -> bytes | None:
-    """The append script's three arguments per event (key, claim, payload) in RESP, or None when
-    an event has a claim (those go the general way). A format per event instead of hiredis's
-    packer per argument: about 0.25 us an event instead of 0.5 on a batch's groups."""
+def _is_plain(items: Sequence[_Item]) -> bool:
+    """Whether no event of the group has an idempotency key or a claim (a pixel group)."""
+    return all(key is None and claim is None for _, key, claim in items)
+
+
+def _packed_events(items: Sequence[_Item], plain: bool) -> bytes | None:
+    """The events' append arguments in RESP: APPEND_PLAIN's one payload per event for a plain
+    group, else APPEND's three (key, claim, payload), or None when an event has a claim (those go
+    ``_general_args``'s way). A format per event instead of hiredis's packer per argument: about
+    0.25 us an event instead of 0.5 on a batch's groups."""
+    if plain:
+        return b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p, _, _ in items])
     out = []
     for payload, key, claim in items:
         if claim is not None:
@@ -206,6 +214,7 @@ class EventStore:
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_group = max_group
         self._append_script = _Script(scripts.APPEND)
+        self._plain_script = _Script(scripts.APPEND_PLAIN)
         self._commit_script = _Script(scripts.COMMIT)
         self._pending: dict[str, list[_Pending]] = {}
         self._flush_scheduled = False
@@ -429,20 +438,7 @@ class EventStore:
         self, part: str, token: str, items: Sequence[_Item]
     ) -> list[AppendResult]:
         stream = keys.stream(part)
-        script_keys = [stream, token, keys.idempotency(part)]
-        args: list[Any] = [self.idempotency_ttl_s, GROUP_TOKEN_TTL_S, len(items)]
-        packed = _packed_events(items) if self._pipe is not None else None
-        if packed is not None:
-            reply = await self._append_script(
-                self.client, script_keys, args, self._pipe, (packed, 3 * len(items))
-            )
-        else:
-            reply = await self._append_script(
-                self.client,
-                script_keys,
-                self._general_args(part, items, args, script_keys),
-                self._pipe,
-            )
+        reply = await self._append_reply(part, stream, token, items)
         if isinstance(reply, list):  # {"replay", saved}: the call had run (see scripts.APPEND)
             raw = [as_str(x) for x in reply]
             if len(raw) != 2 or raw[0] != "replay":
@@ -455,6 +451,31 @@ class EventStore:
         else:
             raw = as_str(reply).split()
         return [_result(part, r) for r in raw]
+
+    async def _append_reply(
+        self, part: str, stream: str, token: str, items: Sequence[_Item]
+    ) -> Any:
+        """The group's script call: APPEND_PLAIN when no event has a key or a claim, else
+        APPEND; on the append pipe, the events go packed in RESP."""
+        plain = _is_plain(items)
+        packed = _packed_events(items, plain) if self._pipe is not None else None
+        args: list[Any]
+        if plain:
+            script, script_keys, args = self._plain_script, [stream, token], [GROUP_TOKEN_TTL_S]
+            per_event = 1
+        else:
+            script, script_keys = self._append_script, [stream, token, keys.idempotency(part)]
+            args = [self.idempotency_ttl_s, GROUP_TOKEN_TTL_S, len(items)]
+            per_event = 3
+        if packed is not None:
+            return await script(
+                self.client, script_keys, args, self._pipe, (packed, per_event * len(items))
+            )
+        if plain:
+            args += [payload for payload, _, _ in items]
+        else:
+            args = self._general_args(part, items, args, script_keys)
+        return await script(self.client, script_keys, args, self._pipe)
 
     @staticmethod
     def _general_args(
